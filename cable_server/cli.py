@@ -1,0 +1,94 @@
+"""The ``cable-server`` command."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from .config import parse_origins
+from .runner import run
+from .server import CableServer
+
+__all__ = ["load_app", "main"]
+
+logger = logging.getLogger("cable_server")
+
+DEMO = "cable_server.demo:create_app"
+
+
+def load_app(target: str) -> CableServer:
+    """Import ``module:attribute``: a ``CableServer``, or a factory returning one."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise SystemExit(f"cable-server: APP must look like 'module:attribute', got {target!r}")
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+        obj = getattr(module, attribute)
+    except (ImportError, AttributeError) as exc:
+        raise SystemExit(f"cable-server: cannot load {target!r}: {exc}") from exc
+    if not isinstance(obj, CableServer) and callable(obj):
+        obj = obj()
+    if not isinstance(obj, CableServer):
+        raise SystemExit(f"cable-server: {target!r} is not a CableServer nor a factory of one")
+    return obj
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cable-server",
+        description="Serve an ActionCable-compatible WebSocket server (Rails' actioncable-v1-json protocol).",
+    )
+    parser.add_argument(
+        "app", nargs="?", default=DEMO, help=f"module:attribute of a CableServer or factory (default: the demo, {DEMO})"
+    )
+    parser.add_argument("--host", default=os.environ.get("CABLE_HOST", "127.0.0.1"), help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("CABLE_PORT", "8000")), help="port (default 8000)")
+    parser.add_argument("--path", default=None, help="mount path of the cable (default /cable)")
+    parser.add_argument(
+        "--allowed-origins",
+        default=os.environ.get("CABLE_ALLOWED_ORIGINS"),
+        help="comma-separated extra origins ('/regex/' for a pattern); '*' disables the origin check",
+    )
+    parser.add_argument("--ping-interval", type=float, default=None, help="seconds between pings (default 3)")
+    parser.add_argument(
+        "--rails-exact", action="store_true", default=None, help="answer exactly as Rails where we deliberately differ"
+    )
+    parser.add_argument("--per-message-deflate", action="store_true", default=None, help="negotiate permessage-deflate")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("CABLE_LOG_LEVEL", "info"),
+        choices=["critical", "error", "warning", "info", "debug"],
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cable = load_app(args.app)
+    changes: dict[str, object] = {}
+    if args.path is not None:
+        changes["path"] = args.path
+    if args.allowed_origins is not None:
+        origins = [o for o in args.allowed_origins.split(",") if o.strip()]
+        if "*" in origins:
+            changes["disable_origin_check"] = True
+        else:
+            changes["allowed_origins"] = parse_origins(origins)
+    for name in ("ping_interval", "rails_exact", "per_message_deflate"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    cable.settings = dataclasses.replace(cable.settings, **changes)  # type: ignore[arg-type]
+    if cable.settings.disable_origin_check:
+        logger.warning("origin check disabled: any web page can open a cable to this server")
+    print(
+        f"cable-server: serving {args.app} on http://{args.host}:{args.port} (cable at {cable.settings.path})",
+        flush=True,
+    )
+    run(cable, host=args.host, port=args.port, log_level=args.log_level)

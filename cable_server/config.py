@@ -1,0 +1,48 @@
+"""Settings, with production defaults; every timing is a setting so tests pass small values."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["Settings", "parse_origins"]
+
+OriginRule = str | re.Pattern[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    #: Where the cable is mounted; ``/cable/anything`` is served too (a Rack mount matches by prefix).
+    path: str = "/cable"
+    #: Extra allowed ``Origin`` values: exact strings or compiled patterns (full match).
+    allowed_origins: tuple[OriginRule, ...] = ()
+    #: Allow an ``Origin`` equal to ``<scheme>://<Host header>`` (Rails' default).
+    allow_same_origin_as_host: bool = True
+    #: Skip the origin check entirely (Rails' ``disable_request_forgery_protection``).
+    disable_origin_check: bool = False
+    #: Seconds between heartbeat pings (Rails: 3; clients call a connection stale after 6).
+    ping_interval: float = 3.0
+    #: Frames queued for one client before it is disconnected as too slow.
+    max_queued_frames: int = 10_000
+    #: Seconds to wait for queued frames and the close handshake when closing a connection.
+    close_timeout: float = 5.0
+    #: Seconds graceful shutdown waits for clients to close after ``server_restart``.
+    shutdown_timeout: float = 2.0
+    #: Rails-exact answers where this server deliberately differs (see the README): silence
+    #: for an unknown channel and for a ``subscribed`` that raised, instead of a rejection.
+    rails_exact: bool = False
+    #: Negotiate permessage-deflate (Rails never does; it costs memory per connection).
+    per_message_deflate: bool = False
+
+
+def parse_origins(values: Sequence[str]) -> tuple[OriginRule, ...]:
+    """Turn command-line origins into rules: ``/regex/`` becomes a pattern, others stay exact."""
+    rules: list[OriginRule] = []
+    for value in values:
+        value = value.strip()
+        if len(value) > 1 and value.startswith("/") and value.endswith("/"):
+            rules.append(re.compile(value[1:-1]))
+        elif value:
+            rules.append(value)
+    return tuple(rules)

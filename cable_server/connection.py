@@ -1,0 +1,89 @@
+"""The application's ``Connection``: authentication and identity, like ``ApplicationCable::Connection``.
+
+Subclass it, list the identifying attributes in ``identified_by`` and set them in
+:meth:`Connection.connect`::
+
+    class AppConnection(Connection):
+        identified_by = ("current_user",)
+
+        async def connect(self) -> None:
+            user = self.request.cookies.get("user")
+            if not user:
+                self.reject_unauthorized_connection()
+            self.current_user = user
+
+Channels read the identifiers as attributes (``self.current_user``); the client never sends
+them. ``request`` is the Starlette ``WebSocket`` of the upgrade request: ``headers``,
+``cookies``, ``query_params``, ``client``, ``url``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
+
+from .errors import UnauthorizedError
+from .naming import connection_identifier
+from .protocol import DisconnectReason
+
+if TYPE_CHECKING:
+    from starlette.websockets import WebSocket
+
+    from .server import CableServer
+    from .session import Session
+
+__all__ = ["Connection"]
+
+
+class Connection:
+    """One client connection, as the application sees it."""
+
+    #: Names of the attributes that identify this connection (Rails' ``identified_by``).
+    identified_by: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    # --- hooks ----------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Authenticate the upgrade request; call :meth:`reject_unauthorized_connection` to refuse.
+
+        Runs before the welcome; commands the client sends meanwhile wait and run after it.
+        """
+
+    async def disconnect(self) -> None:
+        """Called once the socket is closed and every subscription has been unsubscribed."""
+
+    # --- API ------------------------------------------------------------------------------
+
+    @property
+    def request(self) -> WebSocket:
+        """The upgrade request: headers, cookies, query params, client address, URL."""
+        return self._session.websocket
+
+    @property
+    def server(self) -> CableServer:
+        return self._session.server
+
+    @property
+    def subprotocols(self) -> list[str]:
+        """The subprotocols the client offered, in its order."""
+        return list(self._session.websocket.scope.get("subprotocols", []))
+
+    def reject_unauthorized_connection(self) -> NoReturn:
+        """Refuse the connection: the client gets the ``unauthorized`` disconnect frame."""
+        raise UnauthorizedError("connection rejected")
+
+    @property
+    def identifiers(self) -> dict[str, Any]:
+        """The identifying attributes and their values (unset ones are ``None``)."""
+        return {name: getattr(self, name, None) for name in self.identified_by}
+
+    @property
+    def connection_identifier(self) -> str:
+        """Rails' connection identifier: the identifying values, as params, sorted, ``:``-joined."""
+        return connection_identifier(v for v in self.identifiers.values() if v is not None)
+
+    def close(self, *, reason: DisconnectReason | None = None, reconnect: bool = True) -> None:
+        """Send ``{"type":"disconnect",...}`` and close the socket with 1000, as Rails' ``close``."""
+        self._session.disconnect(reason, reconnect=reconnect)

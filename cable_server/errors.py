@@ -1,0 +1,92 @@
+"""Exceptions, by cause.
+
+::
+
+    CableError
+    ├── ProtocolError              a client frame that is not a valid command (logged, ignored)
+    │   ├── MalformedFrame         not JSON, or not a JSON object
+    │   ├── BinaryFrame            a binary frame (ActionCable speaks text only)
+    │   ├── UnknownCommand         "command" missing or not subscribe/unsubscribe/message
+    │   ├── InvalidIdentifier      identifier missing, not a string, not a JSON object, no channel
+    │   └── InvalidCommandData     "data" of a message is not a JSON object string
+    ├── SubscriptionError          a valid command that cannot be carried out (logged, ignored)
+    │   ├── UnknownSubscription    unsubscribe/message for an identifier not subscribed
+    │   ├── UnknownChannel         subscribe to a channel that is not registered
+    │   └── UnknownAction          message naming no action method of the channel
+    ├── UnauthorizedError          raised by Connection.reject_unauthorized_connection()
+    └── PubSubError                the pub/sub backend failed to subscribe or publish
+
+Rails answers none of the ``ProtocolError``/``SubscriptionError`` cases on the wire; the
+connection stays usable. Where this server answers differently (an unknown channel is
+rejected by default), the session decides that, not the exception.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BinaryFrame",
+    "CableError",
+    "InvalidCommandData",
+    "InvalidIdentifier",
+    "MalformedFrame",
+    "ProtocolError",
+    "PubSubError",
+    "SubscriptionError",
+    "UnauthorizedError",
+    "UnknownAction",
+    "UnknownChannel",
+    "UnknownCommand",
+    "UnknownSubscription",
+]
+
+
+class CableError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ProtocolError(CableError):
+    """A client frame that is not a valid ActionCable command."""
+
+
+class MalformedFrame(ProtocolError):
+    pass
+
+
+class BinaryFrame(ProtocolError):
+    pass
+
+
+class UnknownCommand(ProtocolError):
+    pass
+
+
+class InvalidIdentifier(ProtocolError):
+    pass
+
+
+class InvalidCommandData(ProtocolError):
+    pass
+
+
+class SubscriptionError(CableError):
+    """A well-formed command that names something that does not exist."""
+
+
+class UnknownSubscription(SubscriptionError):
+    pass
+
+
+class UnknownChannel(SubscriptionError):
+    pass
+
+
+class UnknownAction(SubscriptionError):
+    pass
+
+
+class UnauthorizedError(CableError):
+    """The connection is refused: the client gets the ``unauthorized`` disconnect frame."""
+
+
+class PubSubError(CableError):
+    """The pub/sub backend could not subscribe or publish."""

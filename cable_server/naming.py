@@ -1,0 +1,39 @@
+"""Names Rails derives from objects: channel names, broadcastings, connection identifiers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["channel_name_for", "connection_identifier", "serialize_broadcasting", "to_param"]
+
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def channel_name_for(identifier_name: str) -> str:
+    """``ChatChannel`` -> ``chat``, ``Admin::ChatChannel`` -> ``admin:chat`` (Rails' ``channel_name``)."""
+    name = identifier_name.removesuffix("Channel").replace("::", ":")
+    return ":".join(_CAMEL_BOUNDARY.sub("_", part).lower() for part in name.split(":"))
+
+
+def to_param(obj: Any) -> str:
+    """How an object names itself in a broadcasting: ``to_gid_param()`` (a model's global id),
+    else ``to_param()``, else ``str()``."""
+    for method in ("to_gid_param", "to_param"):
+        func = getattr(obj, method, None)
+        if callable(func):
+            return str(func())
+    return str(obj)
+
+
+def serialize_broadcasting(obj: Any) -> str:
+    """Join an object, or a list/tuple of them (nested), with ``:`` as Rails does."""
+    if isinstance(obj, (list, tuple)):
+        return ":".join(serialize_broadcasting(item) for item in obj)
+    return obj if isinstance(obj, str) else to_param(obj)
+
+
+def connection_identifier(values: Iterable[Any]) -> str:
+    """The connection's identifier: its identifying values as params, sorted, joined by ``:``."""
+    return ":".join(sorted(to_param(value) for value in values))

@@ -1,0 +1,200 @@
+"""``CableServer``: channels, live connections, heartbeat, broadcasting, and the ASGI app.
+
+A ``CableServer`` is itself an ASGI application: it serves the cable at ``settings.path``
+(and below it, like a Rack mount), handles the lifespan (pub/sub and the heartbeat), and
+passes every other request to ``app`` (a Starlette app, say), or answers 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, TypeVar
+
+from starlette.responses import PlainTextResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
+
+from . import encoding
+from .channel import Channel
+from .config import Settings
+from .connection import Connection
+from .handshake import origin_allowed
+from .naming import connection_identifier
+from .protocol import DisconnectReason, ping_frame, select_subprotocol
+from .pubsub import MemoryBackend, PubSubBackend
+from .session import Session
+from .streams import StreamRouter
+
+__all__ = ["CableServer", "RemoteConnection", "RemoteConnections"]
+
+logger = logging.getLogger("cable_server")
+
+C = TypeVar("C", bound=type[Channel])
+
+_NOT_FOUND = PlainTextResponse("Page not found", status_code=404)
+
+
+class CableServer:
+    """An ActionCable server: register channels, then serve it with ``cable-server module:obj``."""
+
+    def __init__(
+        self,
+        *,
+        connection_class: type[Connection] = Connection,
+        channels: Iterable[type[Channel]] = (),
+        settings: Settings | None = None,
+        pubsub: PubSubBackend | None = None,
+        app: ASGIApp | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.connection_class = connection_class
+        self.channels: dict[str, type[Channel]] = {}
+        self.router = StreamRouter(pubsub or MemoryBackend())
+        self.sessions: set[Session] = set()
+        self.remote_connections = RemoteConnections(self)
+        self.app = app
+        self._heartbeat: asyncio.Task[None] | None = None
+        for channel_class in channels:
+            self.register(channel_class)
+
+    def register(self, channel_class: C) -> C:
+        """Make a channel subscribable by its ``identifier_name``; usable as a class decorator."""
+        self.channels[channel_class.identifier_name] = channel_class
+        channel_class._server = self
+        return channel_class
+
+    # --- broadcasting ---------------------------------------------------------------------
+
+    async def broadcast(self, broadcasting: str, message: Any) -> None:
+        """Send ``message`` to every subscription streaming ``broadcasting``, in every process.
+
+        The message is encoded once (ActiveSupport JSON); a ``str`` arrives as a JSON string.
+        """
+        await self.router.backend.broadcast(broadcasting, encoding.dumps(message))
+
+    @staticmethod
+    def internal_channel(identifier: str) -> str:
+        """The broadcasting that reaches one identified connection (remote disconnect)."""
+        return f"action_cable/{identifier}"
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.router.start()
+        self._heartbeat = asyncio.ensure_future(self._beat())
+
+    async def stop(self) -> None:
+        """Say ``server_restart`` to every client, wait briefly for them to close, then stop."""
+        await self.drain()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            self._heartbeat = None
+        await self.router.stop()
+
+    def restart(self) -> None:
+        """Rails' ``ActionCable.server.restart``: disconnect everyone with ``server_restart``;
+        clients reconnect and resubscribe."""
+        for session in tuple(self.sessions):
+            session.disconnect(DisconnectReason.SERVER_RESTART, reconnect=True)
+
+    async def drain(self) -> None:
+        """:meth:`restart`, then wait up to ``shutdown_timeout`` for the sockets to close."""
+        if not self.sessions:
+            return
+        logger.info("telling %d client(s) the server restarts", len(self.sessions))
+        self.restart()
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        while self.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: object = None) -> AsyncIterator[None]:
+        """Start and stop the server; pass to ``Starlette(lifespan=...)`` when embedding."""
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    async def _beat(self) -> None:
+        """One ping frame per tick, shared by every open connection."""
+        while True:
+            await asyncio.sleep(self.settings.ping_interval)
+            frame = ping_frame(int(time.time()))
+            for session in tuple(self.sessions):
+                session.send(frame)
+
+    # --- ASGI -----------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        path: str = scope.get("path", "")
+        mount = self.settings.path.rstrip("/")
+        if path == mount or path.startswith(mount + "/"):
+            await self.endpoint(scope, receive, send)
+        elif self.app is not None:
+            await self.app(scope, receive, send)
+        elif scope["type"] == "http":
+            await PlainTextResponse("Not Found", status_code=404)(scope, receive, send)
+        else:
+            await WebSocket(scope, receive, send).close()
+
+    async def endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The cable itself, for mounting in another app (``Mount("/cable", server.endpoint)``)."""
+        if scope["type"] != "websocket":
+            await _NOT_FOUND(scope, receive, send)
+            return
+        websocket = WebSocket(scope, receive, send)
+        if not origin_allowed(self.settings, websocket.headers, scope.get("scheme", "ws")):
+            logger.warning("refused origin %r (host %r)", websocket.headers.get("origin"), websocket.headers.get("host"))
+            await websocket.send_denial_response(_NOT_FOUND)
+            return
+        await websocket.accept(subprotocol=select_subprotocol(scope.get("subprotocols", [])))
+        await Session(self, websocket, receive, send).run()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.start()
+                except Exception as exc:
+                    logger.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+class RemoteConnections:
+    """``server.remote_connections.where(current_user=user).disconnect()``, as in Rails."""
+
+    def __init__(self, server: CableServer) -> None:
+        self._server = server
+
+    def where(self, **identifiers: Any) -> RemoteConnection:
+        unknown = set(identifiers) - set(self._server.connection_class.identified_by)
+        if unknown or not identifiers:
+            raise ValueError(f"not identifiers of {self._server.connection_class.__name__}: {sorted(unknown)}")
+        return RemoteConnection(self._server, identifiers)
+
+
+class RemoteConnection:
+    def __init__(self, server: CableServer, identifiers: dict[str, Any]) -> None:
+        self._server = server
+        self.identifiers = identifiers
+
+    async def disconnect(self, *, reconnect: bool = True) -> None:
+        """Close the matching connections, in any process; they get a ``remote`` disconnect."""
+        stream = self._server.internal_channel(connection_identifier(self.identifiers.values()))
+        await self._server.broadcast(stream, {"type": "disconnect", "reconnect": reconnect})

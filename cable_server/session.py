@@ -1,0 +1,211 @@
+"""One WebSocket connection: the I/O around :class:`~cable_server.protocol.ServerProtocol`.
+
+Per connection there is one reader (the ASGI task itself, which executes commands strictly in
+arrival order) and one writer task draining a bounded queue of frames, so that a broadcast
+never waits on a socket and each client receives frames in the order they were produced.
+Everything a session starts ends with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import typing
+from typing import TYPE_CHECKING, Any, Final
+
+from . import encoding
+from .connection import Connection
+from .errors import CableError, ProtocolError, UnauthorizedError
+from .protocol import (
+    DisconnectReason,
+    Perform,
+    ServerProtocol,
+    State,
+    Subscribe,
+    Unsubscribe,
+    disconnect_frame,
+)
+from .streams import Listener
+from .subscriptions import Subscriptions
+
+if TYPE_CHECKING:
+    from starlette.types import Receive, Send
+    from starlette.websockets import WebSocket
+
+    from .protocol import Event
+    from .server import CableServer
+
+__all__ = ["Session"]
+
+logger = logging.getLogger("cable_server.session")
+
+
+class _Close:
+    """Queue marker: close the socket with ``code`` once the frames before it are sent."""
+
+    __slots__ = ("code",)
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+_NORMAL: Final = _Close(1000)
+_INTERNAL_ERROR: Final = _Close(1011)
+
+
+class Session:
+    def __init__(self, server: CableServer, websocket: WebSocket, receive: Receive, send: Send) -> None:
+        self.server = server
+        self.websocket = websocket
+        self._receive = receive
+        self._send = send
+        self.protocol = ServerProtocol()
+        self.connection: Connection = server.connection_class(self)
+        self.subscriptions = Subscriptions(self)
+        self._outbox: collections.deque[str | _Close] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._internal: tuple[str, Listener] | None = None
+        client = websocket.client
+        self.peer = f"{client.host}:{client.port}" if client else "?"
+
+    # --- output ---------------------------------------------------------------------------
+
+    def send(self, frame: str) -> None:
+        """Queue a frame; it is sent after every frame queued before it."""
+        if self._closing:
+            return
+        self._outbox.append(frame)
+        self._wakeup.set()
+        if len(self._outbox) > self.server.settings.max_queued_frames:
+            logger.warning("%s: %d frames unsent, client too slow: disconnecting", self.peer, len(self._outbox))
+            self._outbox.clear()
+            self.disconnect(DisconnectReason.TOO_SLOW, reconnect=True)
+
+    def disconnect(self, reason: DisconnectReason | None, *, reconnect: bool) -> None:
+        """Queue a disconnect frame, then close the socket with 1000 (Rails' ``close``)."""
+        self.send(disconnect_frame(reason, reconnect=reconnect))
+        self._close(_NORMAL)
+
+    def _close(self, marker: _Close) -> None:
+        if not self._closing:
+            self._closing = True
+            self.protocol.close()
+            self._outbox.append(marker)
+            self._wakeup.set()
+
+    async def _write(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._outbox:
+                item = self._outbox.popleft()
+                if isinstance(item, _Close):
+                    await self._send({"type": "websocket.close", "code": item.code, "reason": ""})
+                    return
+                await self._send({"type": "websocket.send", "text": item})
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the accepted socket until it closes."""
+        writer = asyncio.ensure_future(self._write())
+        try:
+            if await self._open():
+                await self._read()
+        except OSError as exc:  # the peer vanished mid-write
+            logger.debug("%s: connection lost: %s", self.peer, exc)
+        finally:
+            await self._cleanup()
+            if not writer.done():
+                if self._closing:  # let queued frames and the close go out
+                    await asyncio.wait([writer], timeout=self.server.settings.close_timeout)
+                writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
+    async def _open(self) -> bool:
+        try:
+            await self.connection.connect()
+        except UnauthorizedError:
+            logger.info("%s: connection rejected (unauthorized)", self.peer)
+            self.send(self.protocol.reject())
+            self._close(_NORMAL)
+            return False
+        except Exception:
+            # Rails leaves such a socket open forever with no welcome and no pings; we close it
+            # (1011) so the client reconnects instead of hanging.
+            logger.exception("%s: Connection.connect raised; closing with 1011", self.peer)
+            self._close(_INTERNAL_ERROR)
+            return False
+        welcome, buffered = self.protocol.accept()
+        self.send(welcome)
+        identifier = self.connection.connection_identifier
+        if identifier:
+            stream = self.server.internal_channel(identifier)
+            listener = Listener(self._on_internal_message)
+            self._internal = (stream, listener)
+            await self.server.router.add(stream, listener)
+        self.server.sessions.add(self)
+        logger.info("%s: connected %s", self.peer, identifier or "(anonymous)")
+        for event in buffered:
+            await self._execute(event)
+        return True
+
+    async def _read(self) -> None:
+        while True:
+            message = await self._receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is not None:
+                events = self.protocol.receive_text(text)
+            else:
+                events = self.protocol.receive_bytes(message.get("bytes") or b"")
+            for event in events:
+                await self._execute(event)
+
+    async def _execute(self, event: Event) -> None:
+        """Run one command; no error escapes, none is answered (as in Rails)."""
+        try:
+            if isinstance(event, ProtocolError):
+                raise event
+            if isinstance(event, Subscribe):
+                await self.subscriptions.add(event)
+            elif isinstance(event, Unsubscribe):
+                await self.subscriptions.remove(event)
+            elif isinstance(event, Perform):
+                await self.subscriptions.perform(event)
+            else:
+                typing.assert_never(event)
+        except CableError as exc:
+            logger.warning("%s: ignored command: %s: %s", self.peer, type(exc).__name__, exc)
+        except Exception:
+            logger.exception("%s: command failed: %r", self.peer, event)
+
+    def _on_internal_message(self, payload: str) -> None:
+        """``action_cable/<connection identifier>`` messages: remote disconnect."""
+        try:
+            message: Any = encoding.loads(payload)
+        except encoding.DecodeError:
+            logger.error("%s: invalid internal message %r", self.peer, payload)
+            return
+        if isinstance(message, dict) and message.get("type") == "disconnect":
+            reconnect = message.get("reconnect", True)
+            logger.info("%s: removing connection (remote disconnect)", self.peer)
+            self.disconnect(DisconnectReason.REMOTE, reconnect=reconnect is not False)
+        else:
+            logger.error("%s: unknown internal message %r", self.peer, payload)
+
+    async def _cleanup(self) -> None:
+        self.server.sessions.discard(self)
+        if self.protocol.state is not State.CLOSED:
+            self.protocol.close()
+        await self.subscriptions.unsubscribe_all()
+        if self._internal is not None:
+            self.server.router.remove(*self._internal)
+        try:
+            await self.connection.disconnect()
+        except Exception:
+            logger.exception("%s: Connection.disconnect raised", self.peer)
+        logger.info("%s: disconnected", self.peer)

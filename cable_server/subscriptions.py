@@ -1,0 +1,92 @@
+"""A connection's subscriptions, keyed by the identifier string exactly as the client sent it.
+
+Carries out ``subscribe``/``unsubscribe``/``message`` commands, one at a time, in the order
+they arrived. Errors are raised to the session, which logs them; Rails sends nothing for
+any of them and neither do we, except where a setting says otherwise (unknown channel and
+failed ``subscribed``: ``reject_subscription`` by default, so the client stops retrying).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from .errors import UnknownChannel, UnknownSubscription
+from .protocol import Perform, Subscribe, Unsubscribe, reject_frame
+
+if TYPE_CHECKING:
+    from .channel import Channel
+    from .session import Session
+
+__all__ = ["Subscriptions"]
+
+logger = logging.getLogger("cable_server.subscriptions")
+
+
+class Subscriptions:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._channels: dict[str, Channel] = {}
+
+    def __contains__(self, identifier: str) -> bool:
+        return identifier in self._channels
+
+    def __len__(self) -> int:
+        return len(self._channels)
+
+    @property
+    def identifiers(self) -> list[str]:
+        return list(self._channels)
+
+    async def add(self, command: Subscribe) -> None:
+        """Subscribe; a second subscribe for a live identifier is ignored (never confirmed twice)."""
+        if command.identifier in self._channels:
+            logger.debug("already subscribed to %s", command.identifier)
+            return
+        server = self._session.server
+        channel_class = server.channels.get(command.channel)
+        if channel_class is None:
+            if not server.settings.rails_exact:
+                self._session.send(reject_frame(command.identifier))
+            raise UnknownChannel(f"no channel named {command.channel!r}")
+        channel = channel_class(self._session, command.identifier, command.params)
+        # Registered before ``subscribed`` runs, so a duplicate sent meanwhile is ignored.
+        self._channels[command.identifier] = channel
+        try:
+            await channel._subscribe()
+        except BaseException:
+            await self._forget(channel, notify=not server.settings.rails_exact)
+            raise
+        if channel._rejected:
+            self._channels.pop(command.identifier, None)
+
+    async def remove(self, command: Unsubscribe) -> None:
+        """Unsubscribe; no acknowledgement is sent, as in Rails."""
+        channel = self._find(command.identifier)
+        del self._channels[command.identifier]
+        await channel._unsubscribe()
+
+    async def perform(self, command: Perform) -> None:
+        await self._find(command.identifier)._perform(command.data)
+
+    async def unsubscribe_all(self) -> None:
+        """Run every channel's ``unsubscribed`` (the connection is closing); errors are logged."""
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            try:
+                await channel._unsubscribe()
+            except Exception:
+                logger.exception("%s: unsubscribed failed", channel.identifier)
+
+    def _find(self, identifier: str) -> Channel:
+        try:
+            return self._channels[identifier]
+        except KeyError:
+            raise UnknownSubscription(f"no subscription with identifier {identifier!r}") from None
+
+    async def _forget(self, channel: Channel, *, notify: bool) -> None:
+        """Drop a subscription whose ``subscribed`` raised: no half-alive subscription is kept."""
+        self._channels.pop(channel.identifier, None)
+        channel._stop()
+        if notify:
+            self._session.send(reject_frame(channel.identifier))
