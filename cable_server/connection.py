@@ -42,6 +42,8 @@ class Connection:
 
     def __init__(self, session: Session) -> None:
         self._session = session
+        for name in self.identified_by:  # like Rails' attr_accessor: nil until connect() sets it
+            setattr(self, name, None)
 
     # --- hooks ----------------------------------------------------------------------------
 
@@ -77,7 +79,7 @@ class Connection:
     @property
     def identifiers(self) -> dict[str, Any]:
         """The identifying attributes and their values (unset ones are ``None``)."""
-        return {name: getattr(self, name, None) for name in self.identified_by}
+        return {name: getattr(self, name) for name in self.identified_by}
 
     @property
     def connection_identifier(self) -> str:

@@ -10,6 +10,7 @@ shut down.
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 import uvicorn
 
@@ -30,8 +31,13 @@ class CableUvicornServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def config_for(cable: CableServer, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> uvicorn.Config:
-    """The uvicorn configuration the cable needs: lifespan on, no compression unless enabled."""
+def config_for(
+    cable: CableServer, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", **options: Any
+) -> uvicorn.Config:
+    """The uvicorn configuration the cable needs: lifespan on, no compression unless enabled.
+
+    ``options`` go to ``uvicorn.Config`` as they are (``log_config=None``, ``ssl_certfile``...).
+    """
     return uvicorn.Config(
         cable,
         host=host,
@@ -41,6 +47,7 @@ def config_for(cable: CableServer, *, host: str = "127.0.0.1", port: int = 8000,
         ws="websockets-sansio",
         ws_per_message_deflate=cable.settings.per_message_deflate,
         timeout_graceful_shutdown=max(1, round(cable.settings.shutdown_timeout)),
+        **options,
     )
 
 

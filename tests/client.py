@@ -1,0 +1,84 @@
+"""A raw ActionCable test client: real WebSocket frames, nothing interpreted for you."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+DEFAULT_PROTOCOLS = ("actioncable-v1-json", "actioncable-unsupported")
+
+
+def ident(channel: str, **params: Any) -> str:
+    """An identifier as @rails/actioncable builds it: channel first, then params in order."""
+    return json.dumps({"channel": channel, **params}, separators=(",", ":"))
+
+
+class CableClient:
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        *,
+        origin: str | None,
+        subprotocols: tuple[str, ...] | None = DEFAULT_PROTOCOLS,
+        headers: dict[str, str] | None = None,
+        welcome: bool = True,
+    ) -> CableClient:
+        ws = await websockets.connect(
+            url,
+            origin=origin,  # type: ignore[arg-type]
+            subprotocols=list(subprotocols) if subprotocols else None,  # type: ignore[arg-type]
+            additional_headers=headers,
+            compression=None,
+            open_timeout=5,
+            max_size=None,
+        )
+        client = cls(ws)
+        if welcome:
+            assert await client.recv_raw() == '{"type":"welcome"}'
+        return client
+
+    async def send(self, frame: dict[str, Any] | str) -> None:
+        await self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def subscribe(self, identifier: str, *, confirm: bool = True) -> None:
+        await self.send({"command": "subscribe", "identifier": identifier})
+        if confirm:
+            assert await self.recv() == {"identifier": identifier, "type": "confirm_subscription"}
+
+    async def unsubscribe(self, identifier: str) -> None:
+        await self.send({"command": "unsubscribe", "identifier": identifier})
+
+    async def perform(self, identifier: str, action: str | None = None, **data: Any) -> None:
+        if action is not None:
+            data["action"] = action
+        await self.send({"command": "message", "identifier": identifier, "data": json.dumps(data)})
+
+    async def recv_raw(self, timeout: float = 3.0, *, pings: bool = False) -> str:
+        """The next text frame, skipping pings unless ``pings``."""
+        while True:
+            frame = await asyncio.wait_for(self.ws.recv(), timeout)
+            assert isinstance(frame, str), "server sent a binary frame"
+            if pings or not frame.startswith('{"type":"ping"'):
+                return frame
+
+    async def recv(self, timeout: float = 3.0, *, pings: bool = False) -> Any:
+        return json.loads(await self.recv_raw(timeout, pings=pings))
+
+    async def expect_silence(self, seconds: float = 0.5) -> None:
+        """Assert that no frame other than a ping arrives for ``seconds``."""
+        try:
+            frame = await self.recv_raw(seconds)
+        except TimeoutError:
+            return
+        raise AssertionError(f"expected silence, got {frame}")
+
+    async def close(self) -> None:
+        await self.ws.close()

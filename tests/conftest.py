@@ -1,0 +1,81 @@
+"""Real servers on real sockets: uvicorn serving a CableServer on an ephemeral loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import pytest
+
+from cable_server import CableServer, Settings
+from cable_server.runner import CableUvicornServer, config_for
+
+from .client import CableClient
+from .fixture_app import create_app
+
+
+@dataclass
+class RunningServer:
+    cable: CableServer
+    uvicorn: CableUvicornServer
+    task: asyncio.Task[None]
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}{self.cable.settings.path}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def client(self, query: str = "", **kwargs: object) -> CableClient:
+        kwargs.setdefault("origin", self.origin)
+        return await CableClient.connect(self.url + query, **kwargs)  # type: ignore[arg-type]
+
+    async def stop(self) -> None:
+        self.uvicorn.should_exit = True
+        await self.task
+
+
+ServerFactory = Callable[..., Awaitable[RunningServer]]
+
+
+async def start_server(cable: CableServer, port: int = 0) -> RunningServer:
+    server = CableUvicornServer(config_for(cable, port=port, log_level="warning", log_config=None), cable)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("uvicorn stopped before starting")
+        await asyncio.sleep(0.01)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    return RunningServer(cable, server, task, bound)
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[ServerFactory]:
+    """Start servers for this test (``await serve(cable)``); all are stopped at its end."""
+    running: list[RunningServer] = []
+
+    async def factory(cable: CableServer | None = None, port: int = 0, **settings: object) -> RunningServer:
+        if cable is None:
+            cable = create_app(Settings(**{"ping_interval": 0.5, "shutdown_timeout": 1.0, **settings}))  # type: ignore[arg-type]
+        server = await start_server(cable, port)
+        running.append(server)
+        return server
+
+    yield factory
+    for server in running:
+        if not server.task.done():
+            await server.stop()
+
+
+@pytest.fixture
+async def server(serve: ServerFactory) -> RunningServer:
+    return await serve()
