@@ -84,7 +84,7 @@ class Connection:
     @property
     def connection_identifier(self) -> str:
         """Rails' connection identifier: the identifying values, as params, sorted, ``:``-joined."""
-        return connection_identifier(v for v in self.identifiers.values() if v is not None)
+        return connection_identifier(self.identifiers.values())
 
     def close(self, *, reason: DisconnectReason | None = None, reconnect: bool = True) -> None:
         """Send ``{"type":"disconnect",...}`` and close the socket with 1000, as Rails' ``close``."""

@@ -68,9 +68,12 @@ def _rubify(value: Any) -> Any:
     """Return ``value`` with floats and big integers replaced by pre-rendered fragments.
 
     Returns the very same object when nothing needs replacing, so the common case (strings,
-    small ints, nested dicts of them) costs one walk and no copy.
+    small ints, nested dicts of them) costs one walk and no copy. Exact built-in types take the
+    fast path; subclasses (``OrderedDict``, ``IntEnum``, ``namedtuple``...) are normalised first.
     """
     kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return value
     if kind is float:
         if value != value or value in (float("inf"), float("-inf")):
             return None
@@ -93,17 +96,31 @@ def _rubify(value: Any) -> Any:
         if all(new is old for new, old in zip(new_items, value, strict=False)):
             return value
         return new_items
+    return _rubify_subclass(value)
+
+
+def _rubify_subclass(value: Any) -> Any:
+    """Normalise subclasses of the JSON types to their base type, then rubify them."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return _rubify(float(value))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _rubify(int(value))
+    if isinstance(value, dict):
+        return _rubify(dict(value))
+    if isinstance(value, (list, tuple)):
+        return _rubify(list(value))
     return value
 
 
 def _default(value: Any) -> Any:
+    """Give orjson a JSON form for the types Rails' ``as_json`` also covers."""
     if isinstance(value, (set, frozenset)):
-        return list(value)
-    if isinstance(value, float):  # float subclasses skip the fast path
-        return _rubify(float(value))
+        return _rubify(list(value))
     as_json = getattr(value, "as_json", None)
     if callable(as_json):
-        return as_json()
+        return _rubify(as_json())
     raise EncodeError(f"{type(value).__name__} has no JSON form")
 
 

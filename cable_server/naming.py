@@ -35,5 +35,10 @@ def serialize_broadcasting(obj: Any) -> str:
 
 
 def connection_identifier(values: Iterable[Any]) -> str:
-    """The connection's identifier: its identifying values as params, sorted, joined by ``:``."""
-    return ":".join(sorted(to_param(value) for value in values))
+    """The connection's identifier: its identifying values as params, sorted, joined by ``:``.
+
+    Unset values (``None``, ``False``) are left out, as Rails' ``filter_map`` leaves out nil and
+    false, so ``remote_connections.where(user=u)`` names the same connection as the connection
+    itself even when it has other identifiers.
+    """
+    return ":".join(sorted(to_param(value) for value in values if value is not None and value is not False))

@@ -62,12 +62,13 @@ class CableClient:
         await self.send({"command": "message", "identifier": identifier, "data": json.dumps(data)})
 
     async def recv_raw(self, timeout: float = 3.0, *, pings: bool = False) -> str:
-        """The next text frame, skipping pings unless ``pings``."""
-        while True:
-            frame = await asyncio.wait_for(self.ws.recv(), timeout)
-            assert isinstance(frame, str), "server sent a binary frame"
-            if pings or not frame.startswith('{"type":"ping"'):
-                return frame
+        """The next text frame, skipping pings unless ``pings``; ``timeout`` bounds the whole wait."""
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.ws.recv()
+                assert isinstance(frame, str), "server sent a binary frame"
+                if pings or not frame.startswith('{"type":"ping"'):
+                    return frame
 
     async def recv(self, timeout: float = 3.0, *, pings: bool = False) -> Any:
         return json.loads(await self.recv_raw(timeout, pings=pings))

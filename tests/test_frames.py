@@ -1,0 +1,82 @@
+"""Frames that are not commands, and WebSocket-level behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from .client import CableClient, ident
+from .conftest import RunningServer
+
+ECHO = ident("EchoChannel", room="f")
+
+
+@pytest.fixture
+async def client(server: RunningServer) -> CableClient:
+    client = await server.client()
+    await client.subscribe(ECHO)
+    return client
+
+
+async def assert_alive(client: CableClient) -> None:
+    await client.perform(ECHO, "echo", alive=True)
+    assert (await client.recv())["message"] == {"alive": True, "action": "echo"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{not json",
+        "[1,2]",
+        '"hello"',
+        "42",
+        "",
+        '{"command":"foo","identifier":"x"}',
+        '{"identifier":"x"}',
+        '{"command":"pong"}',
+        '{"command":"history","identifier":"x","history":{"since":1}}',
+        '{"command":"whisper","identifier":"x","data":{"typing":true}}',
+        '{"command":"subscribe","identifier":"{\\"channel\\":\\"EchoChannel\\"}"',
+        "[" * 100_000,
+        '{"a":' * 5000 + "1" + "}" * 5000,
+        '{"command":"subscribe","identifier":"{\\"channel\\":\\"EchoChannel\\",\\"n\\":NaN}"}',
+    ],
+)
+async def test_frames_that_are_not_commands_are_ignored(client: CableClient, text: str) -> None:
+    """Invalid JSON, non-objects, unknown or AnyCable-only commands and absurd nesting get no answer."""
+    await client.send(text)
+    await client.expect_silence(0.3)
+    await assert_alive(client)
+
+
+async def test_binary_frames_are_ignored(client: CableClient) -> None:
+    """A binary frame, even one holding a valid subscribe, is ignored as in Rails."""
+    await client.ws.send(b'{"command":"subscribe","identifier":"{\\"channel\\":\\"EchoChannel\\",\\"room\\":\\"bin\\"}"}')
+    await client.expect_silence(0.3)
+    await assert_alive(client)
+
+
+async def test_large_and_fragmented_frames_are_handled(client: CableClient) -> None:
+    """A 1 MiB payload round-trips, and a command split over many fragments is reassembled."""
+    big = "x" * (1024 * 1024)
+    await client.perform(ECHO, "echo", big=big)
+    assert (await client.recv(timeout=10))["message"]["big"] == big
+    frame = '{"command":"message","identifier":' + json.dumps(ECHO) + ',"data":"{\\"action\\":\\"echo\\",\\"f\\":1}"}'
+    await client.ws.send([frame[i : i + 7] for i in range(0, len(frame), 7)])
+    assert (await client.recv())["message"] == {"action": "echo", "f": 1}
+
+
+async def test_client_close_code_and_reason_are_echoed(client: CableClient) -> None:
+    """A client closing with 4001 'bye' gets 4001 'bye' back."""
+    await client.ws.close(4001, "bye")
+    close = client.ws.protocol.close_rcvd
+    assert close is not None and (close.code, close.reason) == (4001, "bye")
+
+
+async def test_websocket_ping_is_answered_with_pong(client: CableClient) -> None:
+    """A WebSocket-level ping gets a pong with the same payload."""
+    pong = await client.ws.ping(b"hello")
+    latency = await asyncio.wait_for(pong, 3)
+    assert latency >= 0
