@@ -32,7 +32,7 @@ def load_app(target: str) -> CableServer:
         obj = getattr(module, attribute)
     except (ImportError, AttributeError) as exc:
         raise SystemExit(f"cable-server: cannot load {target!r}: {exc}") from exc
-    if not isinstance(obj, CableServer) and callable(obj):
+    if not isinstance(obj, (CableServer, type)) and callable(obj):
         obj = obj()
     if not isinstance(obj, CableServer):
         raise SystemExit(f"cable-server: {target!r} is not a CableServer nor a factory of one")
@@ -45,7 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve an ActionCable-compatible WebSocket server (Rails' actioncable-v1-json protocol).",
     )
     parser.add_argument(
-        "app", nargs="?", default=DEMO, help=f"module:attribute of a CableServer or factory (default: the demo, {DEMO})"
+        "app",
+        nargs="?",
+        default=DEMO,
+        metavar="APP",
+        help=f"module:attribute of a CableServer or factory (default: the demo, {DEMO})",
     )
     parser.add_argument("--host", default=os.environ.get("CABLE_HOST", "127.0.0.1"), help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("CABLE_PORT", "8000")), help="port (default 8000)")

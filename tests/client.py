@@ -8,6 +8,7 @@ from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 DEFAULT_PROTOCOLS = ("actioncable-v1-json", "actioncable-unsupported")
 
@@ -83,3 +84,14 @@ class CableClient:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+async def closed_with(client: CableClient, timeout: float = 3.0) -> int:
+    """Wait for the server to close the socket; return the close code it sent."""
+    try:
+        frame = await asyncio.wait_for(client.ws.recv(), timeout)
+    except ConnectionClosed:
+        close = client.ws.protocol.close_rcvd
+        assert close is not None, "socket dropped without a close frame"
+        return close.code
+    raise AssertionError(f"expected the server to close the socket, got {frame!r}")

@@ -7,19 +7,9 @@ import json
 import time
 
 import pytest
-from websockets.exceptions import ConnectionClosed
 
-from .client import CableClient, ident
+from .client import closed_with, ident
 from .conftest import RunningServer, ServerFactory
-
-
-async def closed_with(client: CableClient, timeout: float = 3.0) -> int | None:
-    """Wait for the server to close the socket; return the close code it sent."""
-    with pytest.raises(ConnectionClosed):
-        await asyncio.wait_for(client.ws.recv(), timeout)
-    close = client.ws.protocol.close_rcvd
-    assert close is not None, "socket dropped without a close frame"
-    return close.code
 
 
 async def test_welcome_is_the_first_frame_exactly(server: RunningServer) -> None:

@@ -1,0 +1,168 @@
+"""The ``cable-server`` command, run as users run it: a real process on a real port."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+from .client import CableClient, closed_with, ident
+
+COMMAND = str(Path(sys.executable).with_name("cable-server"))
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    def __init__(self, process: asyncio.subprocess.Process, port: int) -> None:
+        self.process = process
+        self.port = port
+        self.origin = f"http://127.0.0.1:{port}"
+
+    async def client(self, path: str = "/cable", origin: str | None = None) -> CableClient:
+        return await CableClient.connect(f"ws://127.0.0.1:{self.port}{path}", origin=origin or self.origin)
+
+    async def output(self) -> str:
+        assert self.process.stdout is not None
+        return (await self.process.stdout.read()).decode()
+
+
+Launcher = Callable[..., Awaitable[ServerProcess]]
+
+
+@pytest.fixture
+async def launch() -> AsyncIterator[Launcher]:
+    """Start ``cable-server ARGS`` on a free port and wait until it accepts connections."""
+    started: list[ServerProcess] = []
+
+    async def start(*args: str) -> ServerProcess:
+        port = free_port()
+        process = await asyncio.create_subprocess_exec(
+            COMMAND, *args, "--port", str(port), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        server = ServerProcess(process, port)
+        started.append(server)
+        for _ in range(200):
+            if process.returncode is not None:
+                raise AssertionError(f"cable-server exited early:\n{await server.output()}")
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            return server
+        raise AssertionError("cable-server did not start listening within 10 s")
+
+    yield start
+    for server in started:
+        if server.process.returncode is None:
+            server.process.kill()
+        await server.process.wait()
+
+
+def run_command(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([COMMAND, *args], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
+
+
+def test_help_lists_every_option() -> None:
+    """cable-server --help exits 0 and documents the app argument and every option."""
+    result = run_command("--help")
+    assert result.returncode == 0
+    for option in ("APP", "--host", "--port", "--path", "--allowed-origins", "--log-level", "--ping-interval"):
+        assert option in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("target", "complaint"),
+    [
+        ("no_colon_here", "must look like 'module:attribute'"),
+        ("no_such_module_xyz:app", "cannot load"),
+        ("tests.fixture_app:no_such_attribute", "cannot load"),
+        ("tests.fixture_app:EchoChannel", "is not a CableServer"),
+    ],
+)
+def test_a_bad_app_argument_exits_with_a_clear_message(target: str, complaint: str) -> None:
+    """An APP that cannot be loaded ends the command with a one-line reason, not a traceback."""
+    result = run_command(target)
+    assert result.returncode != 0
+    assert complaint in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_serves_an_app_factory_from_the_working_directory(launch: Launcher) -> None:
+    """cable-server module:factory serves that app: welcome, subscribe, perform, echo."""
+    server = await launch("tests.fixture_app:create_app")
+    client = await server.client()
+    channel = ident("EchoChannel", room="cli")
+    await client.subscribe(channel)
+    await client.perform(channel, "echo", said="hi")
+    assert (await client.recv())["message"] == {"action": "echo", "said": "hi"}
+
+
+async def test_sigterm_announces_server_restart_and_exits_cleanly(launch: Launcher) -> None:
+    """SIGTERM: every client gets server_restart and a 1000 close, then the process finishes.
+
+    uvicorn re-raises the signal once shut down, so the exit status is "terminated by SIGTERM",
+    which service managers count as a clean stop.
+    """
+    server = await launch("tests.fixture_app:create_app")
+    clients = [await server.client() for _ in range(3)]
+    server.process.send_signal(signal.SIGTERM)
+    for client in clients:
+        assert await client.recv_raw() == '{"type":"disconnect","reason":"server_restart","reconnect":true}'
+        assert await closed_with(client) == 1000
+    assert await asyncio.wait_for(server.process.wait(), 10) in (0, -signal.SIGTERM)
+    assert "Finished server process" in await server.output()
+
+
+async def test_path_and_allowed_origins_options(launch: Launcher) -> None:
+    """--path moves the cable; --allowed-origins admits the listed origin and no other."""
+    server = await launch("tests.fixture_app:create_app", "--path", "/ws", "--allowed-origins", "https://app.example")
+    await server.client("/ws", origin="https://app.example")
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await server.client("/ws", origin="https://evil.example")
+    assert refused.value.response.status_code == 404
+    with pytest.raises(websockets.InvalidStatus):
+        await server.client("/cable", origin="https://app.example")
+
+
+async def test_allowed_origins_star_disables_the_check_with_a_warning(launch: Launcher) -> None:
+    """--allowed-origins '*' lets any origin in and says so in the log."""
+    server = await launch("tests.fixture_app:create_app", "--allowed-origins", "*")
+    await server.client(origin="https://anything.example")
+    server.process.send_signal(signal.SIGTERM)
+    assert "origin check disabled" in await server.output()
+
+
+async def test_no_argument_serves_the_demo_page_and_chat(launch: Launcher) -> None:
+    """With no APP, the demo: an HTML page at / and a chat room where every member hears a speaker."""
+    server = await launch()
+    async with httpx.AsyncClient() as http:
+        page = await http.get(f"{server.origin}/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "/cable" in page.text
+    room = ident("ChatChannel", room="lobby")
+    alice, bob = await server.client(), await server.client()
+    for member in (alice, bob):
+        await member.send({"command": "subscribe", "identifier": room})
+        assert (await member.recv())["message"]["system"].startswith("you are guest-")
+        assert (await member.recv())["type"] == "confirm_subscription"
+    await alice.perform(room, "speak", text="hello")
+    for member in (alice, bob):
+        message = (await member.recv())["message"]
+        assert message["text"] == "hello" and message["user"].startswith("guest-")

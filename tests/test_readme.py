@@ -1,0 +1,67 @@
+"""The README's promises: its two commands and its example channel, run for real."""
+
+from __future__ import annotations
+
+import re
+import types
+from pathlib import Path
+
+from cable_server import CableServer, Settings
+
+from .client import closed_with, ident
+from .conftest import ServerFactory
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+BLOCKS = re.findall(r"^```(\w*)\n(.*?)^```", README, flags=re.S | re.M)
+
+
+def example_cable() -> CableServer:
+    """Execute the README's first Python block as a module and return its ``cable``."""
+    source = next(body for language, body in BLOCKS if language == "python")
+    module = types.ModuleType("chat")
+    exec(compile(source, "README.md", "exec"), module.__dict__)
+    cable = module.cable
+    assert isinstance(cable, CableServer)
+    cable.settings = Settings(ping_interval=0.5, shutdown_timeout=1.0)
+    return cable
+
+
+def test_first_code_block_is_the_two_fresh_machine_commands() -> None:
+    """The first block is exactly two lines: run the demo, then run every check."""
+    lines = BLOCKS[0][1].splitlines()
+    assert len(lines) == 2
+    assert lines[0].endswith("cable-server") and "pip install" in lines[0]
+    assert lines[1] == "bash scripts/check"
+    assert (Path(__file__).resolve().parent.parent / "scripts" / "check").is_file()
+
+
+async def test_example_channel_chats_between_users(serve: ServerFactory) -> None:
+    """Two users in one room both hear what one says, signed with the speaker's identity."""
+    server = await serve(example_cable())
+    room = ident("RoomChannel", room="lobby")
+    alice, bob = await server.client("?user=alice"), await server.client("?user=bob")
+    for member in (alice, bob):
+        await member.subscribe(room)
+    await alice.perform(room, "speak", text="hello")
+    for member in (alice, bob):
+        assert (await member.recv())["message"] == {"user": "alice", "text": "hello"}
+
+
+async def test_example_rescues_a_missing_field(serve: ServerFactory) -> None:
+    """speak without text is answered by the rescue_from handler, and the connection lives on."""
+    server = await serve(example_cable())
+    room = ident("RoomChannel", room="lobby")
+    client = await server.client("?user=alice")
+    await client.subscribe(room)
+    await client.perform(room, "speak")
+    assert (await client.recv())["message"] == {"error": "missing field 'text'"}
+    await client.perform(room, "speak", text="still here")
+    assert (await client.recv())["message"]["text"] == "still here"
+
+
+async def test_example_rejects_a_connection_without_user(serve: ServerFactory) -> None:
+    """No user cookie or param: unauthorized disconnect, then close."""
+    server = await serve(example_cable())
+    client = await server.client(welcome=False)
+    assert await client.recv_raw() == '{"type":"disconnect","reason":"unauthorized","reconnect":false}'
+    assert await closed_with(client) == 1000
