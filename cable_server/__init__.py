@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version as _version
+
 from .channel import Channel, rescue_from
 from .config import Settings
 from .connection import Connection
@@ -17,6 +19,8 @@ from .pubsub import MemoryBackend, PubSubBackend
 from .runner import run
 from .server import CableServer
 
+__version__ = _version("cable-server")
+
 __all__ = [
     "CableError",
     "CableServer",
@@ -30,6 +34,7 @@ __all__ = [
     "Settings",
     "SubscriptionError",
     "UnauthorizedError",
+    "__version__",
     "rescue_from",
     "run",
 ]

@@ -9,7 +9,7 @@ A subclass is one channel. Its public methods are its actions, called by the cli
             self.stream_from(f"chat_{self.params['room']}")
 
         async def speak(self, data: dict[str, Any]) -> None:
-            await self.broadcast(f"chat_{self.params['room']}", {"text": data["text"]})
+            await self.server.broadcast(f"chat_{self.params['room']}", {"text": data["text"]})
 
 Lifecycle of one subscription (one identifier string on one connection):
 ``subscribed`` runs; frames it transmits go out first; then, once every stream it opened is
@@ -217,10 +217,6 @@ class Channel:
         if cls._server is None:
             raise RuntimeError(f"{cls.__name__} is not registered with a CableServer")
         await cls._server.broadcast(cls.broadcasting_for(model), message)
-
-    async def broadcast(self, broadcasting: str, message: Any) -> None:
-        """Shortcut for ``self.server.broadcast``."""
-        await self.server.broadcast(broadcasting, message)
 
     def start_task(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         """Run ``coro`` in the background; it is cancelled when the subscription ends.

@@ -10,8 +10,8 @@ import pytest
 
 from cable_server import CableServer, Settings
 from cable_server.runner import CableUvicornServer, config_for
+from protocol_tests.client import CableClient
 
-from .client import CableClient
 from .fixture_app import create_app
 
 

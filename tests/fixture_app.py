@@ -54,7 +54,7 @@ class EchoChannel(Channel):
         self.transmit({"user": self.current_user})
 
     async def shout(self, data: dict[str, Any]) -> None:
-        await self.broadcast(f"echo_{self.params.get('room')}", data.get("payload"))
+        await self.server.broadcast(f"echo_{self.params.get('room')}", data.get("payload"))
 
     def transmit_variants(self) -> None:
         for value in ("just a string", [1, "two", {"three": 3}], 42, None, True, 2.5):
@@ -169,7 +169,7 @@ class PresenceChannel(Channel):
         self.stream_from("presence")
 
     async def unsubscribed(self) -> None:
-        await self.broadcast("presence", {"left": self.current_user, "id": self.params.get("id")})
+        await self.server.broadcast("presence", {"left": self.current_user, "id": self.params.get("id")})
 
 
 CHANNELS: list[type[Channel]] = [

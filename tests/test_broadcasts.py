@@ -14,8 +14,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from cable_server import Settings
+from protocol_tests.client import CableClient, ident
 
-from .client import CableClient, ident
 from .conftest import RunningServer, ServerFactory
 from .fixture_app import create_app
 

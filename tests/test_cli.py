@@ -14,7 +14,7 @@ import httpx
 import pytest
 import websockets
 
-from .client import CableClient, closed_with, ident
+from protocol_tests.client import CableClient, closed_with, ident
 
 COMMAND = str(Path(sys.executable).with_name("cable-server"))
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from .client import CableClient, ident
+from protocol_tests.client import CableClient, ident
+
 from .conftest import RunningServer
 
 ECHO = ident("EchoChannel", room="f")

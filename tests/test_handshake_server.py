@@ -7,7 +7,8 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from .client import CableClient
+from protocol_tests.client import CableClient
+
 from .conftest import RunningServer, ServerFactory
 
 

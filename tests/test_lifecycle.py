@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from .client import closed_with, ident
+from protocol_tests.client import closed_with, ident
+
 from .conftest import RunningServer, ServerFactory
 
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from .client import ident
+from protocol_tests.client import ident
+
 from .conftest import RunningServer, ServerFactory
 
 NODE_DIR = Path(__file__).parent / "node"

@@ -7,8 +7,8 @@ import types
 from pathlib import Path
 
 from cable_server import CableServer, Settings
+from protocol_tests.client import closed_with, ident
 
-from .client import closed_with, ident
 from .conftest import ServerFactory
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()

@@ -1,4 +1,5 @@
-from .client import ident
+from protocol_tests.client import ident
+
 from .conftest import RunningServer
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from .client import ident
+from protocol_tests.client import ident
+
 from .conftest import RunningServer, ServerFactory
 
 

@@ -44,7 +44,7 @@ class ChatChannel(Channel):
     async def speak(self, data: dict[str, Any]) -> None:
         text = data.get("text")
         if isinstance(text, str) and text.strip():
-            await self.broadcast(f"chat_{self.params['room']}", {"user": self.current_user, "text": text})
+            await self.server.broadcast(f"chat_{self.params['room']}", {"user": self.current_user, "text": text})
 
 
 class EchoChannel(Channel):

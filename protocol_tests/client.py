@@ -15,7 +15,7 @@ DEFAULT_PROTOCOLS = ("actioncable-v1-json", "actioncable-unsupported")
 
 def ident(channel: str, **params: Any) -> str:
     """An identifier as @rails/actioncable builds it: channel first, then params in order."""
-    return json.dumps({"channel": channel, **params}, separators=(",", ":"))
+    return json.dumps({"channel": channel, **params}, separators=(",", ":"), ensure_ascii=False)
 
 
 class CableClient:
@@ -74,10 +74,10 @@ class CableClient:
     async def recv(self, timeout: float = 3.0, *, pings: bool = False) -> Any:
         return json.loads(await self.recv_raw(timeout, pings=pings))
 
-    async def expect_silence(self, seconds: float = 0.5) -> None:
-        """Assert that no frame other than a ping arrives for ``seconds``."""
+    async def expect_silence(self, seconds: float = 0.5, *, pings: bool = False) -> None:
+        """Assert that no frame arrives for ``seconds`` (pings aside, unless ``pings``)."""
         try:
-            frame = await self.recv_raw(seconds)
+            frame = await self.recv_raw(seconds, pings=pings)
         except TimeoutError:
             return
         raise AssertionError(f"expected silence, got {frame}")
@@ -95,3 +95,8 @@ async def closed_with(client: CableClient, timeout: float = 3.0) -> int:
         assert close is not None, "socket dropped without a close frame"
         return close.code
     raise AssertionError(f"expected the server to close the socket, got {frame!r}")
+
+
+async def assert_usable(client: CableClient) -> None:
+    """The connection still answers: a fresh EchoChannel subscription is confirmed."""
+    await client.subscribe(ident("EchoChannel", room="still-alive"))
