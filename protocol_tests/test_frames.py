@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .client import CableClient, assert_usable
+from .client import CableClient, assert_usable, closed_with
 from .conftest import Connect
 
 
@@ -75,3 +75,9 @@ async def test_client_close_code_is_echoed(client: CableClient) -> None:
     close = client.ws.protocol.close_rcvd
     assert close is not None
     assert (close.code, close.reason) == (4001, "bye")
+
+
+async def test_invalid_utf8_text_frame_closes_with_1007(client: CableClient) -> None:
+    """A text frame that is not UTF-8 is a WebSocket protocol error: the server closes with 1007."""
+    await client.ws.send(b'{"command":"\xff"}', text=True)
+    assert await closed_with(client) == 1007

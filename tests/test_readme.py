@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cable_server import CableServer, Settings
 from protocol_tests.client import closed_with, ident
+from protocol_tests.differences import DESIGN, VERSION, markdown
 
 from .conftest import ServerFactory
 
@@ -65,3 +66,9 @@ async def test_example_rejects_a_connection_without_user(serve: ServerFactory) -
     client = await server.client(welcome=False)
     assert await client.recv_raw() == '{"type":"disconnect","reason":"unauthorized","reconnect":false}'
     assert await closed_with(client) == 1000
+
+
+def test_compatibility_tables_are_the_generated_ones() -> None:
+    """The README's difference tables are exactly what protocol_tests/differences.py renders."""
+    for kind in (DESIGN, VERSION):
+        assert markdown(kind) in README
