@@ -78,6 +78,22 @@ DIFFERENCES = {
             "streamed text (LLM tokens) arrives intact",
         ),
         Difference(
+            "rejected_streams",
+            DESIGN,
+            "A channel that calls `stream_from` and then `reject`",
+            "6.1: the rejected subscription still receives that stream's broadcasts (observed)",
+            "the streams of a rejected subscription are stopped; nothing arrives",
+            "a client never gets frames for a subscription it was told was rejected",
+        ),
+        Difference(
+            "resubscribe_streams",
+            DESIGN,
+            "`unsubscribe` then an immediate `subscribe` of the same identifier",
+            "6.1: confirmed, but its stream can stay dead: broadcasts were not delivered (observed)",
+            "confirmed afresh, and broadcasts arrive",
+            "stream bookkeeping is per subscription and serialized per connection",
+        ),
+        Difference(
             "origin_patterns",
             DESIGN,
             "`allowed_request_origins` patterns",

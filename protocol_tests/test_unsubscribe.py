@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+
+import pytest
+
 from .client import ident
 from .conftest import Connect, Target
 
@@ -19,13 +23,17 @@ async def test_unsubscribe_is_silent_and_stops_only_that_subscription(connect: C
     await leaver.expect_silence()
 
 
-async def test_message_after_unsubscribe_is_ignored(connect: Connect) -> None:
-    """Performing on an identifier that was unsubscribed gets no answer."""
+@pytest.mark.differs("command_order")
+async def test_message_after_unsubscribe_is_ignored(connect: Connect, rails_way: bool) -> None:
+    """Performing on an identifier just unsubscribed gets no answer (Rails' thread pool may run it first)."""
     client = await connect()
     channel = ident("EchoChannel", room="gone")
     await client.subscribe(channel)
     await client.unsubscribe(channel)
     await client.perform(channel, "echo", x=1)
+    if rails_way:
+        with contextlib.suppress(TimeoutError):
+            assert await client.recv(0.5) == {"identifier": channel, "message": {"x": 1, "action": "echo"}}
     await client.expect_silence()
 
 
@@ -37,13 +45,16 @@ async def test_unsubscribe_of_an_unknown_identifier_is_ignored(connect: Connect)
     await client.subscribe(ident("EchoChannel", room="after-unknown-unsubscribe"))
 
 
-async def test_resubscribe_after_unsubscribe_is_confirmed_afresh(connect: Connect, target: Target) -> None:
-    """Unsubscribe then subscribe the same identifier: a new confirmation and live broadcasts."""
+@pytest.mark.differs("resubscribe_streams")
+async def test_resubscribe_after_unsubscribe_is_confirmed_afresh(connect: Connect, target: Target, rails_way: bool) -> None:
+    """Unsubscribe then subscribe the same identifier: a new confirmation (and with us, live broadcasts)."""
     client = await connect()
     channel = ident("EchoChannel", room="again")
     await client.subscribe(channel)
     await client.unsubscribe(channel)
     await client.subscribe(channel)
+    if rails_way:
+        return  # Rails 6.1 confirms, but whether the stream is live is a race it often loses
     target.admin("broadcast", {"n": 1}, stream="echo_again")
     assert (await client.recv())["message"] == {"n": 1}
     await client.expect_silence()
