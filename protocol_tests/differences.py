@@ -89,7 +89,7 @@ DIFFERENCES = {
             "resubscribe_streams",
             DESIGN,
             "`unsubscribe` then an immediate `subscribe` of the same identifier",
-            "6.1: confirmed, but its stream can stay dead: broadcasts were not delivered (observed)",
+            "6.1: the subscribe may run first and be dropped as a duplicate; when confirmed, its stream can stay dead (observed)",
             "confirmed afresh, and broadcasts arrive",
             "stream bookkeeping is per subscription and serialized per connection",
         ),
