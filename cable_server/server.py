@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from starlette.responses import PlainTextResponse
@@ -57,6 +57,9 @@ class CableServer:
         self.sessions: set[Session] = set()
         self.remote_connections = RemoteConnections(self)
         self.app = app
+        #: Services attached to this server by name (the chat service, say), like Flask's.
+        self.extensions: dict[str, Any] = {}
+        self._stop_callbacks: list[Callable[[], Awaitable[None]]] = []
         self._heartbeat: asyncio.Task[None] | None = None
         for channel_class in channels:
             self.register(channel_class)
@@ -66,6 +69,10 @@ class CableServer:
         self.channels[channel_class.identifier_name] = channel_class
         channel_class._server = self
         return channel_class
+
+    def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Await ``callback()`` when the server stops, after clients were told and left."""
+        self._stop_callbacks.append(callback)
 
     # --- broadcasting ---------------------------------------------------------------------
 
@@ -94,6 +101,11 @@ class CableServer:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
             self._heartbeat = None
+        for callback in reversed(self._stop_callbacks):
+            try:
+                await callback()
+            except Exception:
+                logger.exception("a stop callback failed")
         await self.router.stop()
 
     def restart(self) -> None:

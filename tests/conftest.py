@@ -10,6 +10,7 @@ import pytest
 
 from cable_server import CableServer, Settings
 from cable_server.runner import CableUvicornServer, config_for
+from cable_server.testing import FakeOpenAI
 from protocol_tests.client import CableClient
 
 from .fixture_app import create_app
@@ -79,3 +80,10 @@ async def serve() -> AsyncIterator[ServerFactory]:
 @pytest.fixture
 async def server(serve: ServerFactory) -> RunningServer:
     return await serve()
+
+
+@pytest.fixture
+async def fake_openai() -> AsyncIterator[FakeOpenAI]:
+    """A local OpenAI-compatible streaming server; script it with ``push(Reply(...))``."""
+    async with FakeOpenAI() as fake:
+        yield fake

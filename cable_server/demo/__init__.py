@@ -1,8 +1,10 @@
-"""The bundled demo: a chat room and an echo channel, with a page at ``/``.
+"""The bundled demo: ``GptChatChannel`` with a chat page at ``/``, a chat room and an echo channel.
 
-``cable-server`` with no argument serves it. Each browser tab gets a guest name (or
-``?name=...``) from its ``Connection``; the name comes from the connection, never from
-the messages, so nobody can speak as someone else.
+``cable-server`` with no argument serves it. The model comes from the environment
+(``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``CABLE_LLM_*``); with none, the offline demo model
+answers. Each browser gets its name (``?name=...``, else a guest name) from its ``Connection``;
+the name comes from the connection, never from the messages, so nobody can read or speak as
+someone else.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from ..channel import Channel
+from ..channels import GptChatChannel
 from ..connection import Connection
+from ..llm import ChatService, ChatSettings
 from ..server import CableServer
 
 __all__ = ["ChatChannel", "DemoConnection", "EchoChannel", "create_app"]
@@ -61,9 +65,11 @@ async def _index(request: Any) -> HTMLResponse:
     return HTMLResponse(resources.files(__package__).joinpath("index.html").read_text())
 
 
-def create_app() -> CableServer:
-    return CableServer(
+def create_app(chat_settings: ChatSettings | None = None) -> CableServer:
+    server = CableServer(
         connection_class=DemoConnection,
-        channels=[ChatChannel, EchoChannel],
+        channels=[GptChatChannel, ChatChannel, EchoChannel],
         app=Starlette(routes=[Route("/", _index)]),
     )
+    ChatService.install(server, chat_settings)
+    return server

@@ -1,0 +1,103 @@
+"""``GptChatChannel``: the Rails channel that streams an OpenAI answer, served unchanged to its frontend.
+
+The frontend written for Rails does::
+
+    this.$cable.subscribe({ channel: 'GptChatChannel', room: this.user_id })
+    this.$cable.perform({ channel: 'GptChatChannel', action: 'send_message',
+      data: { user_content: '...', system_content: '...', user_id: this.user_id } })
+    // received(data): text += data.content
+
+and gets one ``{"content": ...}`` per upstream chunk on ``public_<room>``, in upstream order,
+plus additive lifecycle keys (see :mod:`cable_server.llm.service`). Beyond the original:
+``stop`` and ``reset`` actions, conversation memory, and identity: on a connection with
+identifiers, the room is the user's own (another room is rejected, ``user_id`` in the data is
+ignored). Anonymous connections keep the original behaviour, where the client names the room.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..channel import Channel
+from ..llm.errors import ErrorCategory, GenerationError
+from ..llm.service import ChatService, error_frame
+
+__all__ = ["GptChatChannel", "room_name"]
+
+
+def room_name(value: Any) -> str | None:
+    """A room as Ruby's ``"public_#{room}"`` would print it; ``None`` when it cannot be one."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float) or (isinstance(value, str) and value):
+        return str(value)
+    return None
+
+
+class GptChatChannel(Channel):
+    """``{"channel": "GptChatChannel", "room": <user id>}``; actions ``send_message``, ``stop``, ``reset``."""
+
+    #: The room's broadcasting, ``public_<room>`` as in the Rails original; set once subscribed.
+    room: str | None = None
+
+    @property
+    def chat(self) -> ChatService:
+        return ChatService.of(self.server)
+
+    def owner(self) -> str | None:
+        """The identified user as a room name (``None`` on an anonymous connection).
+
+        The first identifier of the connection, or its ``id`` attribute when it is a model.
+        Override to map users to rooms differently.
+        """
+        connection = self.connection
+        if not connection.connection_identifier:
+            return None
+        for name in connection.identified_by:
+            value = getattr(connection, name, None)
+            if value is not None:
+                return room_name(getattr(value, "id", value))
+        return None
+
+    def subscribed(self) -> None:
+        owner = self.owner()
+        requested = self.params.get("room", owner)
+        room = room_name(requested)
+        if room is None or (owner is not None and room != owner):
+            self.reject()
+            return
+        self.room = f"public_{room}"
+        self.stream_from(self.room)
+        self.chat.joined(self.room)
+
+    def unsubscribed(self) -> None:
+        if self.room is not None:
+            self.chat.left(self.room)
+
+    def send_message(self, data: dict[str, Any]) -> None:
+        """Answer ``user_content`` into the sender's room (the ``user_id`` one when anonymous)."""
+        target = self._target(data)
+        try:
+            self.chat.start(target, data.get("user_content"), data.get("system_content"))
+        except GenerationError as error:
+            running = self.chat.active.get(target) if error.category is ErrorCategory.BUSY else None
+            self.transmit(error_frame(error, **({"message_id": running.message_id} if running else {})))
+
+    async def stop(self, data: dict[str, Any]) -> None:
+        """Stop the answer being written (``message_id`` optional); it ends with a ``stopped`` frame."""
+        await self.chat.stop(self._own_room(), data.get("message_id"))
+
+    async def reset(self) -> None:
+        """Forget the conversation; every subscriber of the room gets a ``reset`` frame."""
+        await self.chat.reset(self._own_room())
+
+    def _own_room(self) -> str:
+        assert self.room is not None  # actions reach confirmed subscriptions only
+        return self.room
+
+    def _target(self, data: dict[str, Any]) -> str:
+        if self.owner() is None:
+            user = room_name(data.get("user_id"))
+            if user is not None:
+                return f"public_{user}"
+        return self._own_room()

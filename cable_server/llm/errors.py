@@ -1,0 +1,91 @@
+"""Why a generation failed, in categories a frontend can act on, with a message a human can read."""
+
+from __future__ import annotations
+
+import enum
+import json
+
+import openai
+
+from ..errors import CableError
+
+__all__ = ["ErrorCategory", "GenerationError", "classify"]
+
+
+class ErrorCategory(enum.StrEnum):
+    #: The request itself was refused before reaching the model (empty or too long prompt).
+    INVALID_REQUEST = "invalid_request"
+    #: The room already has a generation running.
+    BUSY = "busy"
+    #: Too many requests are waiting for a free slot.
+    OVERLOADED = "overloaded"
+    #: The API key was refused (401/403).
+    AUTH = "auth"
+    #: The provider's rate limit or quota (429).
+    RATE_LIMIT = "rate_limit"
+    #: The provider refused the request (400/404/422: unknown model, context too long...).
+    BAD_REQUEST = "bad_request"
+    #: The provider failed (5xx).
+    UPSTREAM = "upstream"
+    #: No first token in time.
+    TIMEOUT = "timeout"
+    #: Tokens stopped arriving mid-answer.
+    STALLED = "stalled"
+    #: The connection to the provider failed or was cut.
+    CONNECTION = "connection"
+    #: The provider sent something that is not a valid chat completion stream.
+    PROTOCOL = "protocol"
+    #: A bug on our side.
+    INTERNAL = "internal"
+
+
+class GenerationError(CableError):
+    """A generation ended without an answer; sent to the client as an ``error`` frame."""
+
+    def __init__(self, category: ErrorCategory, message: str) -> None:
+        super().__init__(message)
+        self.category = category
+        self.message = message
+
+    def as_dict(self) -> dict[str, str]:
+        return {"category": self.category.value, "message": self.message}
+
+
+def _upstream_message(error: openai.APIStatusError) -> str:
+    body = error.body
+    if isinstance(body, dict):
+        detail = body.get("error", body) if isinstance(body.get("error"), dict) else body
+        message = detail.get("message")
+        if isinstance(message, str) and message:
+            return message
+    return f"HTTP {error.status_code}"
+
+
+def classify(error: BaseException, *, started: bool) -> GenerationError:
+    """Map an exception of the SDK or of the stream to a :class:`GenerationError`.
+
+    ``started``: a token was already sent (a timeout is then a stall, not a slow start).
+    """
+    if isinstance(error, GenerationError):
+        return error
+    if isinstance(error, TimeoutError | openai.APITimeoutError):
+        if started:
+            return GenerationError(ErrorCategory.STALLED, "The model stopped sending tokens mid-answer.")
+        return GenerationError(ErrorCategory.TIMEOUT, "The model did not start answering in time.")
+    if isinstance(error, openai.APIStatusError):
+        detail = _upstream_message(error)
+        status = error.status_code
+        if status in (401, 403):
+            return GenerationError(ErrorCategory.AUTH, f"The model provider refused the API key: {detail}")
+        if status == 429:
+            return GenerationError(ErrorCategory.RATE_LIMIT, f"The model provider's rate limit was reached: {detail}")
+        if status >= 500:
+            return GenerationError(ErrorCategory.UPSTREAM, f"The model provider failed (HTTP {status}): {detail}")
+        return GenerationError(ErrorCategory.BAD_REQUEST, f"The model provider refused the request (HTTP {status}): {detail}")
+    if isinstance(error, openai.APIConnectionError):
+        return GenerationError(ErrorCategory.CONNECTION, "The connection to the model provider failed or was cut.")
+    if isinstance(error, openai.APIError):  # an error event inside the stream
+        return GenerationError(ErrorCategory.UPSTREAM, f"The model provider reported an error: {error.message}")
+    if isinstance(error, json.JSONDecodeError):  # an event whose data is not JSON
+        return GenerationError(ErrorCategory.PROTOCOL, "The model provider sent a malformed stream.")
+    return GenerationError(ErrorCategory.INTERNAL, "The answer failed because of an internal error.")

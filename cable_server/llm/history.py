@@ -1,0 +1,70 @@
+"""Conversation memory per room, behind a seam like the pub/sub one so Redis can hold it too."""
+
+from __future__ import annotations
+
+import abc
+import collections
+from collections.abc import Sequence
+
+from .models import Message
+
+__all__ = ["HistoryStore", "MemoryHistory", "estimate_tokens", "trim"]
+
+
+def estimate_tokens(message: Message) -> int:
+    """About four characters per token, plus the message's framing; no tokenizer needed."""
+    return len(message["content"]) // 4 + 4
+
+
+def trim(messages: Sequence[Message], *, max_messages: int, max_tokens: int) -> list[Message]:
+    """The most recent messages that fit both bounds, never starting with an assistant turn."""
+    kept: list[Message] = []
+    budget = max_tokens
+    recent = list(messages)[-max_messages:] if max_messages > 0 else []
+    for message in reversed(recent):
+        budget -= estimate_tokens(message)
+        if budget < 0:
+            break
+        kept.append(message)
+    kept.reverse()
+    while kept and kept[0]["role"] == "assistant":
+        kept.pop(0)
+    return kept
+
+
+class HistoryStore(abc.ABC):
+    """The recent turns of each room (a room is the stream its answers go to)."""
+
+    @abc.abstractmethod
+    async def load(self, room: str) -> list[Message]:
+        """The room's turns, oldest first."""
+
+    @abc.abstractmethod
+    async def append(self, room: str, *messages: Message) -> None:
+        """Add turns at the end, forgetting the oldest beyond the store's bounds."""
+
+    @abc.abstractmethod
+    async def clear(self, room: str) -> None:
+        """Forget the room's conversation."""
+
+
+class MemoryHistory(HistoryStore):
+    """In-process history, bounded per room by message count and estimated tokens."""
+
+    def __init__(self, *, max_messages: int = 20, max_tokens: int = 4_000) -> None:
+        self.max_messages = max_messages
+        self.max_tokens = max_tokens
+        self._rooms: dict[str, collections.deque[Message]] = {}
+
+    async def load(self, room: str) -> list[Message]:
+        return list(self._rooms.get(room, ()))
+
+    async def append(self, room: str, *messages: Message) -> None:
+        turns = self._rooms.setdefault(room, collections.deque())
+        turns.extend(messages)
+        kept = trim(turns, max_messages=self.max_messages, max_tokens=self.max_tokens)
+        if len(kept) != len(turns):
+            self._rooms[room] = collections.deque(kept)
+
+    async def clear(self, room: str) -> None:
+        self._rooms.pop(room, None)

@@ -1,0 +1,293 @@
+"""The chat service: runs generations and broadcasts their frames into a room, in order.
+
+A room is the broadcasting its answers go to (``public_<room>`` for ``GptChatChannel``). Each
+room has at most one generation at a time. A generation is a task owned by the service, not
+by the subscription that asked for it, so another tab of the same user keeps receiving it,
+``stop`` from any of them ends it, and the connection's read loop never waits on the model.
+
+Every frame of a generation is ``{"content": str, "event": ..., "message_id": ..., "seq": n}``
+with ``seq`` counting from 0 without gaps: ``start``, then ``queued`` (waiting for a slot,
+with ``position``), ``delta`` (one per upstream chunk with text), and one of ``done``
+(``finish_reason``, ``usage``), ``stopped`` (``reason``) or ``error`` (``error``:
+``{category, message}``). A frontend that only does ``text += data.content`` shows the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import ErrorCategory, GenerationError, classify
+from .history import HistoryStore, MemoryHistory
+from .models import ChatModel, Message, model_for
+from .pool import GenerationPool
+from .settings import ChatSettings
+
+if TYPE_CHECKING:
+    from ..server import CableServer
+
+__all__ = ["ChatService", "Generation", "error_frame"]
+
+logger = logging.getLogger("cable_server.llm")
+
+_EXTENSION = "gpt_chat"
+
+
+def error_frame(error: GenerationError, **fields: Any) -> dict[str, Any]:
+    """An ``error`` frame, for a request refused before it became a generation too."""
+    return {"content": "", "event": "error", **fields, "error": error.as_dict()}
+
+
+@dataclass(eq=False)
+class Generation:
+    """One answer being streamed into ``room``."""
+
+    room: str
+    message_id: str = field(default_factory=lambda: f"msg_{secrets.token_hex(8)}")
+    seq: int = 0
+    text: list[str] = field(default_factory=list)
+    #: Why the service cancelled it (``stopped``, ``reset``, ``no_subscribers``, ``shutdown``).
+    cancel_reason: str | None = None
+    task: asyncio.Task[None] | None = None
+    running: bool = False
+
+    def cancel(self, reason: str) -> None:
+        """End it with a ``stopped`` frame giving ``reason``; the first reason given wins."""
+        if self.cancel_reason is None and self.task is not None:
+            self.cancel_reason = reason
+            # A task cancelled before its first step would never run its handlers: it checks
+            # ``cancel_reason`` itself when it starts.
+            if self.running:
+                self.task.cancel()
+
+    @property
+    def answer(self) -> str:
+        return "".join(self.text)
+
+
+@dataclass
+class _Stats:
+    """What one generation's log line reports."""
+
+    requested: float = field(default_factory=time.monotonic)
+    first_token: float | None = None
+    chunks: int = 0
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+
+
+class ChatService:
+    """Generations, the pool that bounds them, the rooms' history, and who listens where."""
+
+    def __init__(
+        self,
+        server: CableServer,
+        settings: ChatSettings | None = None,
+        *,
+        model: ChatModel | None = None,
+        history: HistoryStore | None = None,
+    ) -> None:
+        self.server = server
+        self.settings = settings = settings or ChatSettings.from_env()
+        self.model = model or model_for(settings)
+        self.history = history or MemoryHistory(max_messages=settings.history_messages, max_tokens=settings.history_tokens)
+        self.pool = GenerationPool(settings.max_concurrent, settings.max_queued)
+        self.active: dict[str, Generation] = {}
+        self._listeners: collections.Counter[str] = collections.Counter()
+        self._orphan_timers: dict[str, asyncio.TimerHandle] = {}
+
+    @classmethod
+    def install(cls, server: CableServer, settings: ChatSettings | None = None, **options: Any) -> ChatService:
+        """Attach a service to ``server`` (replacing any); it is closed when the server stops."""
+        service = cls(server, settings, **options)
+        server.extensions[_EXTENSION] = service
+        server.on_stop(service.close)
+        logger.info("chat model: %s%s", service.model.name, " (offline demo)" if service.settings.offline else "")
+        return service
+
+    @classmethod
+    def of(cls, server: CableServer) -> ChatService:
+        """The server's service, installed from the environment on first use."""
+        service = server.extensions.get(_EXTENSION)
+        if not isinstance(service, ChatService):
+            service = cls.install(server)
+        return service
+
+    # --- requests -------------------------------------------------------------------------
+
+    def start(self, room: str, user_content: Any, system_content: Any = None) -> Generation:
+        """Begin answering ``user_content`` into ``room``; the frames follow from a task.
+
+        Raises :class:`GenerationError` (``invalid_request``, ``busy``) when it cannot begin.
+        """
+        if not isinstance(user_content, str) or not user_content.strip():
+            raise GenerationError(ErrorCategory.INVALID_REQUEST, "user_content must be a non-empty string.")
+        if len(user_content) > self.settings.max_prompt_chars:
+            raise GenerationError(
+                ErrorCategory.INVALID_REQUEST, f"user_content is longer than {self.settings.max_prompt_chars} characters."
+            )
+        running = self.active.get(room)
+        if running is not None:
+            raise GenerationError(
+                ErrorCategory.BUSY, f"An answer ({running.message_id}) is still being written; stop it or wait."
+            )
+        system = self.settings.system_prompt
+        if self.settings.allow_client_system_prompt and isinstance(system_content, str) and system_content.strip():
+            system = system_content
+        generation = Generation(room)
+        self.active[room] = generation
+        generation.task = asyncio.ensure_future(self._run(generation, {"role": "user", "content": user_content}, system))
+        return generation
+
+    async def stop(self, room: str, message_id: Any = None, *, reason: str = "stopped") -> bool:
+        """Cancel the room's generation (only ``message_id`` if given) and wait until it ended."""
+        generation = self.active.get(room)
+        if generation is None or generation.task is None or message_id not in (None, generation.message_id):
+            return False
+        generation.cancel(reason)
+        await asyncio.gather(generation.task, return_exceptions=True)
+        return True
+
+    async def reset(self, room: str) -> None:
+        """Stop the room's generation, forget its conversation, and tell its subscribers."""
+        await self.stop(room, reason="reset")
+        await self.history.clear(room)
+        await self.server.broadcast(room, {"content": "", "event": "reset"})
+
+    # --- who listens ----------------------------------------------------------------------
+
+    def joined(self, room: str) -> None:
+        self._listeners[room] += 1
+        timer = self._orphan_timers.pop(room, None)
+        if timer is not None:
+            timer.cancel()
+
+    def left(self, room: str) -> None:
+        """A subscriber left; with none left, the room's generation ends (after the grace period)."""
+        self._listeners[room] -= 1
+        if self._listeners[room] > 0:
+            return
+        del self._listeners[room]
+        if room not in self.active:
+            return
+        if self.settings.orphan_grace <= 0:
+            self._abandon(room)
+        elif room not in self._orphan_timers:
+            self._orphan_timers[room] = asyncio.get_running_loop().call_later(self.settings.orphan_grace, self._abandon, room)
+
+    def _abandon(self, room: str) -> None:
+        self._orphan_timers.pop(room, None)
+        if self._listeners[room] <= 0:
+            generation = self.active.get(room)
+            if generation is not None:
+                generation.cancel("no_subscribers")
+
+    async def close(self) -> None:
+        """Cancel every generation (closing its upstream stream), then the model's client."""
+        for timer in self._orphan_timers.values():
+            timer.cancel()
+        self._orphan_timers.clear()
+        await asyncio.gather(*(self.stop(room, reason="shutdown") for room in list(self.active)))
+        await self.model.close()
+
+    # --- one generation -------------------------------------------------------------------
+
+    async def _emit(self, generation: Generation, event: str, content: str = "", **fields: Any) -> None:
+        frame = {"content": content, "event": event, "message_id": generation.message_id, "seq": generation.seq, **fields}
+        generation.seq += 1
+        await self.server.broadcast(generation.room, frame)
+
+    async def _run(self, generation: Generation, question: Message, system: str | None) -> None:
+        generation.running = True
+        stats = _Stats()
+        outcome = "done"
+        try:
+            await self._emit(generation, "start")
+            if generation.cancel_reason is not None:
+                raise asyncio.CancelledError
+            messages: list[Message] = [{"role": "system", "content": system}] if system else []
+            messages += await self.history.load(generation.room)
+            messages.append(question)
+
+            async def queued(position: int) -> None:
+                await self._emit(generation, "queued", position=position)
+
+            async with self.pool.slot(queued):
+                stats.requested = time.monotonic()
+                await self._stream(generation, messages, stats)
+            await self._emit(generation, "done", finish_reason=stats.finish_reason, usage=stats.usage)
+        except asyncio.CancelledError:
+            outcome = generation.cancel_reason or "cancelled"
+            if generation.cancel_reason is None:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            await self._emit(generation, "stopped", reason=generation.cancel_reason)
+        except Exception as exc:
+            error = classify(exc, started=stats.first_token is not None)
+            outcome = f"error:{error.category}"
+            if error.category is ErrorCategory.INTERNAL:
+                logger.exception("generation %s failed", generation.message_id)
+            await self._emit(generation, "error", error=error.as_dict())
+        finally:
+            if self.active.get(generation.room) is generation:
+                del self.active[generation.room]
+            if generation.text or outcome == "done":
+                await self._remember(generation, question)
+            self._log(generation, stats, outcome)
+
+    async def _stream(self, generation: Generation, messages: Sequence[Message], stats: _Stats) -> None:
+        """Relay the model's deltas as ``delta`` frames, under the first-token and stall deadlines."""
+        settings = self.settings
+        async with contextlib.aclosing(self.model.stream(messages)) as deltas:
+            while True:
+                if stats.first_token is None:
+                    wait = stats.requested + settings.first_token_timeout - time.monotonic()
+                else:
+                    wait = settings.stall_timeout
+                async with asyncio.timeout(max(wait, 0.0)):
+                    delta = await anext(deltas, None)
+                if delta is None:
+                    break
+                if delta.content:
+                    if stats.first_token is None:
+                        stats.first_token = time.monotonic()
+                    stats.chunks += 1
+                    generation.text.append(delta.content)
+                    await self._emit(generation, "delta", delta.content)
+                stats.finish_reason = delta.finish_reason or stats.finish_reason
+                stats.usage = delta.usage or stats.usage
+        if stats.finish_reason is None:
+            raise GenerationError(ErrorCategory.CONNECTION, "The model provider ended the stream before the answer was complete.")
+
+    async def _remember(self, generation: Generation, question: Message) -> None:
+        try:
+            await self.history.append(generation.room, question, {"role": "assistant", "content": generation.answer})
+        except Exception:
+            logger.exception("generation %s: cannot save the conversation", generation.message_id)
+
+    def _log(self, generation: Generation, stats: _Stats, outcome: str) -> None:
+        now = time.monotonic()
+        ttft = f"{(stats.first_token - stats.requested) * 1000:.0f}ms" if stats.first_token else "-"
+        streaming = now - stats.first_token if stats.first_token else 0.0
+        rate = f"{stats.chunks / streaming:.1f}" if streaming > 0 else "-"
+        logger.info(
+            "generation %s room=%s model=%s outcome=%s ttft=%s chunks=%d tokens/s=%s finish=%s usage=%s",
+            generation.message_id,
+            generation.room,
+            self.model.name,
+            outcome,
+            ttft,
+            stats.chunks,
+            rate,
+            stats.finish_reason,
+            stats.usage,
+        )

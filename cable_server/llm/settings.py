@@ -1,0 +1,84 @@
+"""Settings of the chat generations, from arguments or the environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = ["ChatSettings"]
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() not in ("", "0", "false", "no", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class ChatSettings:
+    """How ``GptChatChannel`` talks to the model; every field has a ``CABLE_LLM_*`` variable.
+
+    ``api_key`` and ``base_url`` fall back to the SDK's own ``OPENAI_API_KEY`` and
+    ``OPENAI_BASE_URL``. With neither a key nor a base URL the built-in offline model answers.
+    """
+
+    api_key: str | None = None
+    base_url: str | None = None
+    model: str = "gpt-4o-mini"
+    temperature: float | None = None
+    max_tokens: int | None = None
+    #: The system prompt; a client's ``system_content`` replaces it only if allowed below.
+    system_prompt: str | None = None
+    #: Honour ``system_content`` sent by the client (the original channel does).
+    allow_client_system_prompt: bool = True
+    #: Ask for ``usage`` in the stream (``stream_options.include_usage``).
+    include_usage: bool = True
+    #: Seconds from the request until the first token (the SDK's retries included).
+    first_token_timeout: float = 60.0
+    #: Seconds without a chunk, once streaming, before the generation is abandoned.
+    stall_timeout: float = 30.0
+    #: The SDK's retries, which happen only before the first token.
+    max_retries: int = 2
+    #: Generations streaming at once in this process; more wait in a fair queue.
+    max_concurrent: int = 64
+    #: Requests allowed to wait for a free slot; beyond it they fail as ``overloaded``.
+    max_queued: int = 1_000
+    #: Turns kept per room, and their approximate size in tokens (4 characters each).
+    history_messages: int = 20
+    history_tokens: int = 4_000
+    #: Longest accepted ``user_content``, in characters.
+    max_prompt_chars: int = 32_000
+    #: Seconds a generation goes on with no subscriber left in its room (0: cancel at once).
+    orphan_grace: float = 0.0
+    #: Pace of the offline model, in tokens per second.
+    offline_tokens_per_second: float = 40.0
+
+    @property
+    def offline(self) -> bool:
+        """No key and no endpoint: answer with the built-in offline model."""
+        return not self.api_key and not self.base_url
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ChatSettings:
+        """Read ``OPENAI_API_KEY``, ``OPENAI_BASE_URL`` and ``CABLE_LLM_<FIELD>`` variables."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {
+            "api_key": env.get("OPENAI_API_KEY") or None,
+            "base_url": env.get("OPENAI_BASE_URL") or None,
+        }
+        for spec in dataclasses.fields(cls):
+            raw = env.get(f"CABLE_LLM_{spec.name.upper()}")
+            if raw is None:
+                continue
+            kind = str(spec.type).replace(" | None", "")
+            if kind == "bool":
+                values[spec.name] = _flag(raw)
+            elif kind in ("int", "float"):
+                try:
+                    values[spec.name] = int(raw) if kind == "int" else float(raw)
+                except ValueError:
+                    raise ValueError(f"CABLE_LLM_{spec.name.upper()} must be a number, got {raw!r}") from None
+            else:
+                values[spec.name] = raw
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,80 @@
+"""A GptChatChannel server in front of the fake OpenAI server, and a client that reads answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cable_server import CableServer, Settings
+from cable_server.channels import GptChatChannel
+from cable_server.llm import ChatService, ChatSettings
+from cable_server.testing import FakeOpenAI
+from protocol_tests.client import CableClient, ident
+
+from .conftest import RunningServer, ServerFactory
+from .fixture_app import EchoChannel, FixtureConnection
+
+TERMINAL = {"done", "error", "stopped"}
+
+
+def room(value: Any) -> str:
+    return ident("GptChatChannel", room=value)
+
+
+@dataclass
+class Answer:
+    frames: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(frame["content"] for frame in self.frames)
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.frames[-1]
+
+    def events(self) -> list[str]:
+        return [frame["event"] for frame in self.frames]
+
+
+async def read_answer(client: CableClient, identifier: str, timeout: float = 5.0) -> Answer:
+    """Frames of ``identifier`` up to and including a done/error/stopped frame."""
+    answer = Answer()
+    while True:
+        frame = await client.recv(timeout)
+        assert frame.get("identifier") == identifier, frame
+        message = frame["message"]
+        answer.frames.append(message)
+        if message.get("event") in TERMINAL:
+            return answer
+
+
+@dataclass
+class ChatHarness:
+    server: RunningServer
+    fake: FakeOpenAI
+    service: ChatService
+
+    async def user(self, name: str | None, *, subscribe: Any = ..., confirm: bool = True) -> CableClient:
+        """A connection identified as ``name`` (anonymous when None), subscribed to its room."""
+        client = await self.server.client(f"?user={name}" if name else "")
+        target = name if subscribe is ... else subscribe
+        if target is not None:
+            await client.subscribe(room(target), confirm=confirm)
+        return client
+
+
+def chat_app(fake: FakeOpenAI, **settings: Any) -> tuple[CableServer, ChatService]:
+    cable = CableServer(
+        connection_class=FixtureConnection,
+        channels=[GptChatChannel, EchoChannel],
+        settings=Settings(ping_interval=30, shutdown_timeout=1.0),
+    )
+    options: dict[str, Any] = {"api_key": "sk-test", "base_url": fake.url, "max_retries": 0, "model": "fake-model"}
+    service = ChatService.install(cable, ChatSettings(**{**options, **settings}))
+    return cable, service
+
+
+async def start_chat(serve: ServerFactory, fake: FakeOpenAI, **settings: Any) -> ChatHarness:
+    cable, service = chat_app(fake, **settings)
+    return ChatHarness(await serve(cable), fake, service)
