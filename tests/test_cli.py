@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import httpx
 import pytest
 import websockets
 
+from cable_server.testing import FakeOpenAI, Reply
 from protocol_tests.client import CableClient, closed_with, ident
 
 COMMAND = str(Path(sys.executable).with_name("cable-server"))
@@ -49,10 +51,19 @@ async def launch() -> AsyncIterator[Launcher]:
     """Start ``cable-server ARGS`` on a free port and wait until it accepts connections."""
     started: list[ServerProcess] = []
 
-    async def start(*args: str) -> ServerProcess:
+    async def start(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
+        """``env``: variables set on top of a copy of ours without any OPENAI_/CABLE_ one."""
         port = free_port()
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CABLE_"))}
         process = await asyncio.create_subprocess_exec(
-            COMMAND, *args, "--port", str(port), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            COMMAND,
+            *args,
+            "--port",
+            str(port),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**clean, **(env or {})},
         )
         server = ServerProcess(process, port)
         started.append(server)
@@ -166,3 +177,34 @@ async def test_no_argument_serves_the_demo_page_and_chat(launch: Launcher) -> No
     for member in (alice, bob):
         message = (await member.recv())["message"]
         assert message["text"] == "hello" and message["user"].startswith("guest-")
+
+
+async def test_the_demo_chat_streams_from_the_endpoint_in_openai_variables(launch: Launcher, fake_openai: FakeOpenAI) -> None:
+    """OPENAI_API_KEY and OPENAI_BASE_URL set: `cable-server` answers GptChatChannel from that endpoint."""
+    fake_openai.push(Reply(chunks=["from", " the", " endpoint"]))
+    server = await launch(env={"OPENAI_API_KEY": "sk-from-env", "OPENAI_BASE_URL": fake_openai.url, "CABLE_LLM_MODEL": "m1"})
+    alice = await server.client("/cable?name=alice")
+    identifier = ident("GptChatChannel", room="alice")
+    await alice.subscribe(identifier)
+    await alice.perform(identifier, "send_message", user_content="hi", user_id="alice")
+    frames = [(await alice.recv())["message"] for _ in range(5)]
+    assert "".join(f["content"] for f in frames) == "from the endpoint" and frames[-1]["event"] == "done"
+    request = fake_openai.requests[0]
+    assert request.headers["authorization"] == "Bearer sk-from-env" and request.body["model"] == "m1"
+
+
+async def test_the_demo_chat_answers_offline_without_a_key(launch: Launcher) -> None:
+    """No key, no endpoint: the offline model streams a labelled answer word by word."""
+    server = await launch(env={"CABLE_LLM_OFFLINE_TOKENS_PER_SECOND": "1000"})
+    alice = await server.client("/cable?name=alice")
+    identifier = ident("GptChatChannel", room="alice")
+    await alice.subscribe(identifier)
+    await alice.perform(identifier, "send_message", user_content="Are you there?", user_id="alice")
+    frames = [(await alice.recv())["message"]]
+    while frames[-1]["event"] != "done":
+        frames.append((await alice.recv())["message"])
+    text = "".join(f["content"] for f in frames)
+    assert text.startswith("**Offline demo model.**") and "Are you there?" in text
+    assert sum(f["event"] == "delta" for f in frames) > 20
+    server.process.send_signal(signal.SIGTERM)
+    assert "offline-demo" in await server.output()

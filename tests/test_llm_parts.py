@@ -1,0 +1,189 @@
+"""The chat service's parts without sockets: settings, the pool, history bounds, error mapping, models."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+import httpx
+import openai
+import pytest
+
+from cable_server.llm import ChatSettings, ErrorCategory, GenerationError, MemoryHistory, OfflineModel
+from cable_server.llm.errors import classify
+from cable_server.llm.history import trim
+from cable_server.llm.models import OpenAIModel, model_for
+from cable_server.llm.pool import GenerationPool
+
+# --- settings -------------------------------------------------------------------------------
+
+
+def test_settings_read_the_sdk_variables_and_cable_llm_ones() -> None:
+    env = {
+        "OPENAI_API_KEY": "sk-env",
+        "OPENAI_BASE_URL": "http://localhost:11434/v1",
+        "CABLE_LLM_MODEL": "llama3.2",
+        "CABLE_LLM_TEMPERATURE": "0.2",
+        "CABLE_LLM_MAX_TOKENS": "256",
+        "CABLE_LLM_ALLOW_CLIENT_SYSTEM_PROMPT": "false",
+        "CABLE_LLM_SYSTEM_PROMPT": "Be kind.",
+    }
+    settings = ChatSettings.from_env(env)
+    assert (settings.api_key, settings.base_url, settings.model) == ("sk-env", "http://localhost:11434/v1", "llama3.2")
+    assert (settings.temperature, settings.max_tokens) == (0.2, 256)
+    assert settings.allow_client_system_prompt is False and settings.system_prompt == "Be kind."
+    assert not settings.offline
+
+
+def test_no_key_and_no_endpoint_means_the_offline_model() -> None:
+    settings = ChatSettings.from_env({})
+    assert settings.offline and isinstance(model_for(settings), OfflineModel)
+
+
+def test_an_endpoint_without_a_key_is_a_local_server() -> None:
+    """Ollama, vLLM and llama.cpp need no key: a base URL alone selects the SDK."""
+    assert isinstance(model_for(ChatSettings.from_env({"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"})), OpenAIModel)
+
+
+def test_a_malformed_number_names_the_variable() -> None:
+    with pytest.raises(ValueError, match="CABLE_LLM_MAX_CONCURRENT"):
+        ChatSettings.from_env({"CABLE_LLM_MAX_CONCURRENT": "many"})
+
+
+# --- pool -----------------------------------------------------------------------------------
+
+
+async def test_the_pool_serves_waiters_first_come_first_served() -> None:
+    pool = GenerationPool(limit=2, max_waiting=10)
+    order: list[str] = []
+    positions: dict[str, list[int]] = {}
+    finish = {f"g{i}": asyncio.Event() for i in range(5)}
+
+    async def generation(name: str) -> None:
+        async def told(position: int) -> None:
+            positions.setdefault(name, []).append(position)
+
+        async with pool.slot(told):
+            order.append(name)
+            await finish[name].wait()
+
+    tasks = [asyncio.ensure_future(generation(f"g{i}")) for i in range(5)]
+    await asyncio.sleep(0.01)
+    assert order == ["g0", "g1"] and pool.active == 2 and pool.waiting == 3
+    for name in finish:  # one slot frees at a time: everyone in line moves up by one
+        finish[name].set()
+        await asyncio.sleep(0.01)
+    await asyncio.gather(*tasks)
+    assert order == ["g0", "g1", "g2", "g3", "g4"]
+    assert positions == {"g2": [1], "g3": [2, 1], "g4": [3, 2, 1]}
+    assert pool.active == 0
+
+
+async def test_a_waiter_that_gives_up_leaves_the_line_and_the_others_move_up() -> None:
+    pool = GenerationPool(limit=1, max_waiting=10)
+    hold = asyncio.Event()
+    positions: list[int] = []
+
+    async def occupy() -> None:
+        async with pool.slot(_ignore):
+            await hold.wait()
+
+    async def wait(record: bool) -> None:
+        async def told(position: int) -> None:
+            if record:
+                positions.append(position)
+
+        async with pool.slot(told):
+            pass
+
+    holder = asyncio.ensure_future(occupy())
+    await asyncio.sleep(0)
+    quitter = asyncio.ensure_future(wait(False))
+    stayer = asyncio.ensure_future(wait(True))
+    await asyncio.sleep(0.01)
+    quitter.cancel()
+    await asyncio.sleep(0.01)
+    assert positions == [2, 1]
+    hold.set()
+    await asyncio.gather(holder, stayer)
+    assert pool.active == 0 and pool.waiting == 0
+
+
+async def test_a_full_line_refuses_at_once() -> None:
+    pool = GenerationPool(limit=1, max_waiting=0)
+    async with pool.slot(_ignore):
+        with pytest.raises(GenerationError) as refused:
+            async with pool.slot(_ignore):
+                pass
+    assert refused.value.category is ErrorCategory.OVERLOADED
+
+
+async def _ignore(position: int) -> None:
+    pass
+
+
+# --- history --------------------------------------------------------------------------------
+
+
+def test_trim_keeps_the_latest_turns_within_both_bounds() -> None:
+    turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"m{i}" * 10} for i in range(10)]
+    assert trim(turns, max_messages=4, max_tokens=10_000) == turns[-4:]
+    kept = trim(turns, max_messages=100, max_tokens=30)  # each message costs 5 + 4 = 9 tokens
+    assert kept == turns[-2:]
+
+
+def test_trim_never_starts_with_an_assistant_turn() -> None:
+    turns = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "q2"}]
+    assert trim(turns, max_messages=2, max_tokens=1_000) == turns[-1:]
+
+
+async def test_memory_history_is_per_room_and_clears() -> None:
+    history = MemoryHistory(max_messages=3, max_tokens=1_000)
+    await history.append("a", {"role": "user", "content": "1"}, {"role": "assistant", "content": "2"})
+    await history.append("a", {"role": "user", "content": "3"}, {"role": "assistant", "content": "4"})
+    assert [m["content"] for m in await history.load("a")] == ["3", "4"]
+    assert await history.load("b") == []
+    await history.clear("a")
+    assert await history.load("a") == []
+
+
+# --- errors and models ----------------------------------------------------------------------
+
+
+def _status_error(status: int, body: object) -> openai.APIStatusError:
+    request = httpx.Request("POST", "http://x/v1/chat/completions")
+    response = httpx.Response(status, request=request, json=body)
+    cls = {401: openai.AuthenticationError, 429: openai.RateLimitError, 500: openai.InternalServerError}.get(
+        status, openai.APIStatusError
+    )
+    return cls("error", response=response, body=body)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("error", "started", "category"),
+    [
+        (TimeoutError(), False, ErrorCategory.TIMEOUT),
+        (TimeoutError(), True, ErrorCategory.STALLED),
+        (json.JSONDecodeError("x", "{", 1), True, ErrorCategory.PROTOCOL),
+        (RuntimeError("bug"), True, ErrorCategory.INTERNAL),
+    ],
+)
+def test_classify_maps_failures_to_categories(error: BaseException, started: bool, category: ErrorCategory) -> None:
+    assert classify(error, started=started).category is category
+
+
+def test_classify_keeps_the_providers_message() -> None:
+    error = classify(_status_error(429, {"message": "Slow down", "type": "rate_limit"}), started=False)
+    assert error.category is ErrorCategory.RATE_LIMIT and "Slow down" in error.message
+
+
+async def test_the_offline_model_streams_a_labelled_answer_word_by_word() -> None:
+    model = OfflineModel(tokens_per_second=0)
+    messages = [{"role": "user", "content": "What is ActionCable?"}]
+    async with contextlib.aclosing(model.stream(messages)) as deltas:
+        pieces = [delta async for delta in deltas]
+    text = "".join(piece.content for piece in pieces)
+    assert text == OfflineModel.answer(messages)
+    assert text.startswith("**Offline demo model.**") and "What is ActionCable?" in text
+    assert len(pieces) > 20 and pieces[-1].finish_reason == "stop" and pieces[-1].usage
