@@ -13,8 +13,9 @@ import pytest
 from cable_server.llm import ChatSettings, ErrorCategory, GenerationError, MemoryHistory, OfflineModel
 from cable_server.llm.errors import classify
 from cable_server.llm.history import trim
-from cable_server.llm.models import OpenAIModel, model_for
+from cable_server.llm.models import Delta, OpenAIModel, _delta, model_for
 from cable_server.llm.pool import GenerationPool
+from cable_server.llm.sse import SSEDecoder
 
 # --- settings -------------------------------------------------------------------------------
 
@@ -187,3 +188,50 @@ async def test_the_offline_model_streams_a_labelled_answer_word_by_word() -> Non
     assert text == OfflineModel.answer(messages)
     assert text.startswith("**Offline demo model.**") and "What is ActionCable?" in text
     assert len(pieces) > 20 and pieces[-1].finish_reason == "stop" and pieces[-1].usage
+
+
+# --- the stream's wire format ---------------------------------------------------------------
+
+
+def test_sse_events_are_cut_wherever_the_bytes_split() -> None:
+    """However the network splits the bytes, the same events come out."""
+    stream = b'data: {"a":1}\n\n: keep-alive\n\ndata: {"b":\ndata:2}\r\n\r\nevent: x\nid: 7\ndata: [DONE]\n\n'
+    expected = [b'{"a":1}', b'{"b":\n2}', b"[DONE]"]
+    for size in (1, 2, 3, 7, len(stream)):
+        decoder = SSEDecoder()
+        events = [e for i in range(0, len(stream), size) for e in decoder.feed(stream[i : i + size])]
+        assert events + decoder.close() == expected
+
+
+def test_sse_last_event_counts_without_its_blank_line() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: tail") == []
+    assert decoder.close() == [b"tail"]
+
+
+@pytest.mark.parametrize(
+    ("chunk", "delta"),
+    [
+        ({"choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]}, Delta("Hi")),
+        ({"choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}, Delta("")),
+        ({"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}, Delta("", "length")),
+        ({"choices": [], "usage": {"total_tokens": 3}}, Delta(usage={"total_tokens": 3})),
+    ],
+)
+def test_chunks_reduce_to_content_finish_reason_and_usage(chunk: object, delta: Delta) -> None:
+    assert _delta(chunk) == delta
+
+
+@pytest.mark.parametrize(
+    ("chunk", "category"),
+    [
+        ([1, 2], ErrorCategory.PROTOCOL),
+        ({"choices": "nope"}, ErrorCategory.PROTOCOL),
+        ({"choices": [{"delta": {"content": 5}}]}, ErrorCategory.PROTOCOL),
+        ({"error": {"message": "overloaded_error"}}, ErrorCategory.UPSTREAM),
+    ],
+)
+def test_malformed_chunks_and_error_events_fail_with_a_category(chunk: object, category: ErrorCategory) -> None:
+    with pytest.raises(GenerationError) as failed:
+        _delta(chunk)
+    assert failed.value.category is category

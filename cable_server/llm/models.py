@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import openai
+import orjson
 
 from .errors import ErrorCategory, GenerationError
 from .settings import ChatSettings
+from .sse import SSEDecoder
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionMessageParam
@@ -65,17 +67,40 @@ class OpenAIModel(ChatModel):
 
     async def stream(self, messages: Sequence[Message]) -> AsyncGenerator[Delta]:
         settings = self._settings
-        stream = await self.client.chat.completions.create(
+        # The SDK makes the request (auth, base URL, retries before the first byte, status
+        # errors as typed exceptions); the body is decoded here, see ``sse``.
+        async with self.client.chat.completions.with_streaming_response.create(
             model=settings.model,
             messages=cast("list[ChatCompletionMessageParam]", list(messages)),
             stream=True,
             temperature=openai.omit if settings.temperature is None else settings.temperature,
             max_tokens=openai.omit if settings.max_tokens is None else settings.max_tokens,
             stream_options={"include_usage": True} if settings.include_usage else openai.omit,
-        )
-        async with stream:
-            async for chunk in stream:
-                yield _delta(chunk)
+        ) as response:
+            decoder = SSEDecoder()
+            body = response.iter_bytes()
+            finished = False
+            while True:
+                try:
+                    data = await anext(body, None)
+                except Exception as exc:  # the transport failed mid-body: httpx's errors, unwrapped
+                    request = response.http_response.request
+                    if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
+                        raise openai.APITimeoutError(request=request) from exc
+                    raise openai.APIConnectionError(message=str(exc) or type(exc).__name__, request=request) from exc
+                if data is None:
+                    events = decoder.close()
+                elif finished:  # read the body to its end, so the connection goes back to the pool
+                    continue
+                else:
+                    events = decoder.feed(data)
+                for event in events:
+                    if event.startswith(b"[DONE]"):
+                        finished = True
+                        break
+                    yield _delta(orjson.loads(event))
+                if data is None:
+                    return
 
     async def close(self) -> None:
         await self.client.close()
@@ -83,18 +108,26 @@ class OpenAIModel(ChatModel):
 
 def _delta(chunk: Any) -> Delta:
     """``choices[0].delta.content`` (``""`` when absent), the finish reason and the usage."""
-    try:
-        usage = chunk.usage.model_dump(exclude_none=True) if chunk.usage is not None else None
-        if not chunk.choices:
-            return Delta(usage=usage)
-        choice = chunk.choices[0]
-        content = choice.delta.content if choice.delta is not None else None
-        finish_reason = choice.finish_reason
-    except (AttributeError, TypeError, IndexError) as exc:
-        raise GenerationError(ErrorCategory.PROTOCOL, "The model provider sent a malformed chunk.") from exc
+    if not isinstance(chunk, dict):
+        raise GenerationError(ErrorCategory.PROTOCOL, "The model provider sent a chunk that is not a JSON object.")
+    error = chunk.get("error")
+    if error:
+        message = error.get("message") if isinstance(error, dict) else None
+        raise GenerationError(ErrorCategory.UPSTREAM, f"The model provider reported an error: {message or error}")
+    usage = chunk.get("usage")
+    choices = chunk.get("choices") or []
+    if not isinstance(choices, list) or (choices and not isinstance(choices[0], dict)):
+        raise GenerationError(ErrorCategory.PROTOCOL, "The model provider sent a chunk without valid choices.")
+    if not choices:
+        return Delta(usage=usage if isinstance(usage, dict) else None)
+    delta = choices[0].get("delta") or {}
+    content = delta.get("content") if isinstance(delta, dict) else None
     if content is not None and not isinstance(content, str):
         raise GenerationError(ErrorCategory.PROTOCOL, "The model provider sent a chunk whose content is not text.")
-    return Delta(content or "", finish_reason if isinstance(finish_reason, str) else None, usage)
+    finish_reason = choices[0].get("finish_reason")
+    return Delta(
+        content or "", finish_reason if isinstance(finish_reason, str) else None, usage if isinstance(usage, dict) else None
+    )
 
 
 class OfflineModel(ChatModel):

@@ -65,6 +65,8 @@ class Reply:
     garbage_after: int | None = None
     #: Send ``data: [DONE]`` at the end.
     done: bool = True
+    #: Replace each chunk's text by ``"<time.monotonic_ns() when written> "`` (latency benchmarks).
+    stamped: bool = False
 
     @classmethod
     def error(cls, status: int, message: str, code: str | None = None) -> Reply:
@@ -95,6 +97,19 @@ class Request:
         return messages
 
 
+@dataclass
+class _Peer:
+    """The client end of one connection, to notice it hanging up without reading from it
+    (a pending read would race with the next request on a kept-alive connection)."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    @property
+    def gone(self) -> bool:
+        return self.reader.at_eof() or self.writer.transport.is_closing()
+
+
 class FakeOpenAI:
     """``async with FakeOpenAI() as fake:`` then ``AsyncOpenAI(base_url=fake.url, api_key="k")``.
 
@@ -112,7 +127,7 @@ class FakeOpenAI:
         self._queued: collections.deque[Reply] = collections.deque()
         self._server: asyncio.Server | None = None
         self._ids = itertools.count(1)
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._connections: dict[asyncio.StreamWriter, asyncio.Task[Any]] = {}
 
     @property
     def url(self) -> str:
@@ -130,8 +145,9 @@ class FakeOpenAI:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-            for writer in list(self._writers):
+            for writer in self._connections:
                 writer.close()
+            await asyncio.gather(*self._connections.values(), return_exceptions=True)
             await self._server.wait_closed()
             self._server = None
 
@@ -150,14 +166,16 @@ class FakeOpenAI:
     # --- HTTP -------------------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[writer] = task
         try:
             while await self._one_request(reader, writer):
                 pass
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            self._writers.discard(writer)
+            self._connections.pop(writer, None)
             writer.close()
 
     async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
@@ -186,17 +204,15 @@ class FakeOpenAI:
             await self._error(writer, reply)
             request.ended.set()
             return True
-        watcher = asyncio.ensure_future(reader.read(1))  # b"" once the client hangs up
         try:
-            keep_alive = await self._stream(writer, request, reply, watcher)
+            keep_alive = await self._stream(writer, request, reply, _Peer(reader, writer))
         except ConnectionError:
             keep_alive = False
         finally:
             if not request.ended.is_set():
                 request.closed_early = True
                 request.ended.set()
-            watcher.cancel()
-        return keep_alive and not watcher.done()
+        return keep_alive
 
     async def _error(self, writer: asyncio.StreamWriter, reply: Reply) -> None:
         error_type = _ERROR_TYPES.get(reply.status, "server_error")
@@ -211,7 +227,7 @@ class FakeOpenAI:
         )
         await writer.drain()
 
-    async def _stream(self, writer: asyncio.StreamWriter, request: Request, reply: Reply, watcher: asyncio.Future[bytes]) -> bool:
+    async def _stream(self, writer: asyncio.StreamWriter, request: Request, reply: Reply, peer: _Peer) -> bool:
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
             b"transfer-encoding: chunked\r\ncache-control: no-cache\r\nx-request-id: req_fake\r\n\r\n"
@@ -235,7 +251,7 @@ class FakeOpenAI:
             return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
         async def send(data: bytes) -> None:
-            if watcher.done():
+            if peer.gone:
                 raise ConnectionResetError("client went away")
             writer.write(b"%x\r\n%s\r\n" % (len(data), data))
             await writer.drain()
@@ -243,7 +259,8 @@ class FakeOpenAI:
         await send(event({"role": "assistant", "content": "", "refusal": None}))
         for index, piece in enumerate(reply.chunks):
             if index == reply.stall_after:
-                await watcher  # hold the connection until the client leaves
+                while not peer.gone:  # hold the connection until the client leaves
+                    await asyncio.sleep(0.01)
                 return False
             if index == reply.cut_after:
                 writer.transport.abort()
@@ -252,7 +269,7 @@ class FakeOpenAI:
                 await send(b'data: {"id": "chatcmpl-broken", "choices": [\n\n')
             if reply.delay:
                 await asyncio.sleep(reply.delay)
-            await send(event({"content": piece}))
+            await send(event({"content": f"{time.monotonic_ns()} " if reply.stamped else piece}))
             request.sent += 1
         await send(event({}, reply.finish_reason))
         if usage:
@@ -276,24 +293,35 @@ class FakeOpenAI:
         return True
 
 
+def scripted(request: Request) -> Reply:
+    """Benchmark script: a last user message ``{"chunks": N, "rate": tokens_per_second}``
+    gets N time-stamped chunks at that pace (0: as fast as possible)."""
+    try:
+        script = json.loads(request.messages[-1]["content"])
+        count, rate = int(script["chunks"]), float(script.get("rate", 0))
+    except (ValueError, KeyError, TypeError, IndexError):
+        return Reply()
+    return Reply(chunks=["x"] * count, delay=1 / rate if rate > 0 else 0.0, stamped=True)
+
+
 def main() -> None:
-    """``python -m cable_server.testing.fake_openai``: serve paced canned answers for manual runs."""
+    """``python -m cable_server.testing``: serve paced canned answers for manual runs and benchmarks."""
     parser = argparse.ArgumentParser(description="A local OpenAI-compatible streaming chat server with canned answers.")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--tokens-per-second", type=float, default=20.0)
+    parser.add_argument("--scripted", action="store_true", help="answer a JSON prompt {chunks, rate} with time-stamped chunks")
     args = parser.parse_args()
     text = "This answer comes from the local fake OpenAI server, streamed one token at a time."
-    reply = Reply(chunks=re.findall(r"\s*\S+", text), delay=1 / args.tokens_per_second)
+    canned = Reply(chunks=re.findall(r"\s*\S+", text), delay=1 / args.tokens_per_second)
+
+    def answer(request: Request) -> Reply:
+        return scripted(request) if args.scripted else canned
 
     async def serve() -> None:
-        async with FakeOpenAI(reply, port=args.port) as fake:
+        async with FakeOpenAI(answer, port=args.port) as fake:
             print(f"fake OpenAI at {fake.url}", flush=True)
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.Event().wait()
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
-
-
-if __name__ == "__main__":
-    main()
