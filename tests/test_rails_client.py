@@ -18,8 +18,10 @@ from typing import Any
 
 import pytest
 
+from cable_server.testing import FakeOpenAI, Reply
 from protocol_tests.client import ident
 
+from .chat_helpers import chat_app
 from .conftest import RunningServer, ServerFactory
 
 NODE_DIR = Path(__file__).parent / "node"
@@ -287,3 +289,24 @@ async def test_unsubscribe_stops_broadcasts(server: RunningServer, rails_client:
     gone = ident("EchoChannel", room="r7")
     assert not [f for f in client.frames(since=since) if f.get("identifier") == gone], client.timeline(since)
     assert not client.find("received", since=since, name="gone")
+
+
+async def test_the_rails_frontend_of_gpt_chat_works_unchanged(
+    serve: ServerFactory, rails_client: Launcher, fake_openai: FakeOpenAI
+) -> None:
+    """The original Vue code's calls: subscribe {room: user_id}, perform send_message; text += data.content."""
+    cable, _ = chat_app(fake_openai)
+    reply = Reply(chunks=["Rails", " frontends", " welcome", "."], delay=0.005)
+    fake_openai.push(reply)
+    client = await rails_client(await serve(cable))
+    await client.subscribe({"channel": "GptChatChannel", "room": 17})
+    await client.wait("connected")
+    since = client.mark()
+    data = {"user_content": "Hello?", "system_content": "You are helpful.", "user_id": 17}
+    await client.perform("send_message", data)
+    async with asyncio.timeout(10):
+        while not any(e["data"].get("event") == "done" for e in client.find("received", since=since)):
+            await asyncio.sleep(0.02)
+    messages = [e["data"] for e in client.find("received", since=since)]
+    assert "".join(m["content"] for m in messages) == reply.text
+    assert [m["event"] for m in messages] == ["start", "delta", "delta", "delta", "delta", "done"]
