@@ -14,6 +14,9 @@ from cable_server.testing import FakeOpenAI
 from protocol_tests.client import CableClient
 
 from .fixture_app import create_app
+from .frontend import browser, nginx, vue_chat_dist
+
+__all__ = ["browser", "nginx", "vue_chat_dist"]  # fixtures defined with the frontends
 
 
 @dataclass

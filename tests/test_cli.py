@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,15 +17,10 @@ import websockets
 from cable_server.testing import FakeOpenAI, Reply
 from protocol_tests.client import CableClient, closed_with, ident
 
+from .frontend import free_port
+
 COMMAND = str(Path(sys.executable).with_name("cable-server"))
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class ServerProcess:

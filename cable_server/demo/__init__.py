@@ -1,5 +1,8 @@
 """The bundled demo: ``GptChatChannel`` with a chat page at ``/``, a chat room and an echo channel.
 
+The page is the Vue chat of ``examples/vue-chat`` once it is built (``scripts/demo`` builds it;
+``CABLE_DEMO_STATIC`` points elsewhere), else a dependency-free page, also at ``/plain``.
+
 ``cable-server`` with no argument serves it. The model comes from the environment
 (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``CABLE_LLM_*``); with none, the offline demo model
 answers. Each browser gets its name (``?name=...``, else a guest name) from its ``Connection``;
@@ -9,13 +12,17 @@ someone else.
 
 from __future__ import annotations
 
+import logging
+import os
 import secrets
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from ..channel import Channel
 from ..channels import GptChatChannel
@@ -23,7 +30,9 @@ from ..connection import Connection
 from ..llm import ChatService, ChatSettings
 from ..server import CableServer
 
-__all__ = ["ChatChannel", "DemoConnection", "EchoChannel", "create_app"]
+__all__ = ["ChatChannel", "DemoConnection", "EchoChannel", "built_frontend", "create_app"]
+
+logger = logging.getLogger("cable_server.demo")
 
 
 class DemoConnection(Connection):
@@ -65,11 +74,26 @@ async def _index(request: Any) -> HTMLResponse:
     return HTMLResponse(resources.files(__package__).joinpath("index.html").read_text())
 
 
+def built_frontend() -> Path | None:
+    """``$CABLE_DEMO_STATIC``, else ``examples/vue-chat/dist`` of this checkout, if built."""
+    configured = os.environ.get("CABLE_DEMO_STATIC")
+    folder = Path(configured) if configured else Path(__file__).resolve().parents[2] / "examples" / "vue-chat" / "dist"
+    return folder if (folder / "index.html").is_file() else None
+
+
 def create_app(chat_settings: ChatSettings | None = None) -> CableServer:
+    routes: list[BaseRoute] = [Route("/plain", _index)]
+    frontend = built_frontend()
+    if frontend is None:
+        routes.append(Route("/", _index))
+        logger.info("serving the plain chat page (build examples/vue-chat for the Vue app)")
+    else:
+        routes.append(Mount("/", StaticFiles(directory=frontend, html=True)))
+        logger.info("serving the chat app from %s", frontend)
     server = CableServer(
         connection_class=DemoConnection,
         channels=[GptChatChannel, ChatChannel, EchoChannel],
-        app=Starlette(routes=[Route("/", _index)]),
+        app=Starlette(routes=routes),
     )
     ChatService.install(server, chat_settings)
     return server
