@@ -42,18 +42,28 @@ def free_port() -> int:
         return port
 
 
+def npm(folder: Path, *args: str) -> None:
+    """Run ``npm ARGS`` in ``folder``; the test fails with npm's output if it does."""
+    binary = shutil.which("npm")
+    if binary is None:
+        pytest.fail("node and npm are required (apt-get install nodejs npm)")
+    result = subprocess.run([binary, *args], cwd=folder, capture_output=True, text=True, timeout=300, check=False)
+    if result.returncode != 0:
+        pytest.fail(f"npm {' '.join(args)} failed in {folder}:\n{result.stdout}\n{result.stderr}")
+
+
+def npm_ci(folder: Path, *packages: str) -> Path:
+    """``npm ci`` in ``folder`` unless each of ``packages`` is already in its node_modules."""
+    modules = folder / "node_modules"
+    if not modules.is_dir() or not all((modules / name / "package.json").exists() for name in packages):
+        npm(folder, "ci", "--no-audit", "--no-fund")
+    return modules
+
+
 def npm_build(folder: Path) -> Path:
-    """``npm ci`` (when node_modules is missing) and ``npm run build`` in ``folder``; returns its dist/."""
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.fail("npm is required to build the example frontends")
-    steps = [["run", "build"]]
-    if not (folder / "node_modules").is_dir():
-        steps.insert(0, ["ci", "--no-audit", "--no-fund"])
-    for step in steps:
-        result = subprocess.run([npm, *step], cwd=folder, capture_output=True, text=True, timeout=300, check=False)
-        if result.returncode != 0:
-            pytest.fail(f"npm {' '.join(step)} failed in {folder}:\n{result.stdout}\n{result.stderr}")
+    """``npm ci`` when needed, then ``npm run build`` in ``folder``; returns its dist/."""
+    npm_ci(folder)
+    npm(folder, "run", "build")
     return folder / "dist"
 
 

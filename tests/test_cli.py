@@ -45,12 +45,12 @@ async def launch() -> AsyncIterator[Launcher]:
     """Start ``cable-server ARGS`` on a free port and wait until it accepts connections."""
     started: list[ServerProcess] = []
 
-    async def start(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
+    async def start(*args: str, env: dict[str, str] | None = None, command: tuple[str, ...] = (COMMAND,)) -> ServerProcess:
         """``env``: variables set on top of a copy of ours without any OPENAI_/CABLE_ one."""
         port = free_port()
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CABLE_"))}
         process = await asyncio.create_subprocess_exec(
-            COMMAND,
+            *command,
             *args,
             "--port",
             str(port),
@@ -61,7 +61,7 @@ async def launch() -> AsyncIterator[Launcher]:
         )
         server = ServerProcess(process, port)
         started.append(server)
-        for _ in range(200):
+        for _ in range(1200):
             if process.returncode is not None:
                 raise AssertionError(f"cable-server exited early:\n{await server.output()}")
             try:
@@ -71,7 +71,7 @@ async def launch() -> AsyncIterator[Launcher]:
                 continue
             writer.close()
             return server
-        raise AssertionError("cable-server did not start listening within 10 s")
+        raise AssertionError("cable-server did not start listening within 60 s")
 
     yield start
     for server in started:
@@ -159,8 +159,9 @@ async def test_no_argument_serves_the_demo_page_and_chat(launch: Launcher) -> No
     server = await launch()
     async with httpx.AsyncClient() as http:
         page = await http.get(f"{server.origin}/")
+        plain = await http.get(f"{server.origin}/plain")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
-    assert "/cable" in page.text
+    assert "/cable" in plain.text
     room = ident("ChatChannel", room="lobby")
     alice, bob = await server.client(), await server.client()
     for member in (alice, bob):
@@ -202,3 +203,16 @@ async def test_the_demo_chat_answers_offline_without_a_key(launch: Launcher) -> 
     assert sum(f["event"] == "delta" for f in frames) > 20
     server.process.send_signal(signal.SIGTERM)
     assert "offline-demo" in await server.output()
+
+
+async def test_scripts_demo_serves_the_built_vue_chat(launch: Launcher, vue_chat_dist: Path) -> None:
+    """`bash scripts/demo`: the Vue chat at /, its assets, and the plain page at /plain."""
+    server = await launch(command=("bash", "scripts/demo"))
+    async with httpx.AsyncClient() as http:
+        page = await http.get(f"{server.origin}/")
+        script = next(line for line in page.text.splitlines() if "/assets/" in line and ".js" in line)
+        asset = await http.get(server.origin + script.split('src="')[1].split('"')[0])
+        plain = await http.get(f"{server.origin}/plain")
+    assert page.status_code == 200 and '<div id="app"></div>' in page.text
+    assert asset.status_code == 200 and "javascript" in asset.headers["content-type"]
+    assert plain.status_code == 200 and "GptChatChannel" in plain.text

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
-import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -23,6 +21,7 @@ from protocol_tests.client import ident
 
 from .chat_helpers import chat_app
 from .conftest import RunningServer, ServerFactory
+from .frontend import npm_ci
 
 NODE_DIR = Path(__file__).parent / "node"
 DRIVER = NODE_DIR / "rails_client.mjs"
@@ -32,17 +31,7 @@ PROTOCOL = "actioncable-v1-json"
 @pytest.fixture(scope="session")
 def node_modules() -> Path:
     """``npm ci`` in tests/node once, unless its node_modules is already there."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.fail("node and npm are required for the @rails/actioncable tests (tests/node)")
-    modules = NODE_DIR / "node_modules"
-    if not (modules / "@rails" / "actioncable" / "package.json").exists() or not (modules / "ws" / "package.json").exists():
-        result = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True, text=True, timeout=300, check=False
-        )
-        if result.returncode != 0:
-            pytest.fail(f"npm ci failed in {NODE_DIR}:\n{result.stdout}\n{result.stderr}")
-    return modules
+    return npm_ci(NODE_DIR, "@rails/actioncable", "ws")
 
 
 class RailsClient:

@@ -31,9 +31,9 @@ def test_first_code_block_is_the_two_fresh_machine_commands() -> None:
     """The first block is exactly two lines: run the demo, then run every check."""
     lines = BLOCKS[0][1].splitlines()
     assert len(lines) == 2
-    assert lines[0].endswith("cable-server") and "pip install" in lines[0]
-    assert lines[1] == "bash scripts/check"
-    assert (Path(__file__).resolve().parent.parent / "scripts" / "check").is_file()
+    assert lines == ["bash scripts/demo", "bash scripts/check"]
+    scripts = Path(__file__).resolve().parent.parent / "scripts"
+    assert (scripts / "demo").is_file() and (scripts / "check").is_file()
 
 
 async def test_example_channel_chats_between_users(serve: ServerFactory) -> None:
