@@ -15,7 +15,7 @@ from .errors import (
     UnauthorizedError,
 )
 from .protocol import DisconnectReason
-from .pubsub import MemoryBackend, PubSubBackend
+from .pubsub import MemoryBackend, PubSubBackend, RedisBackend
 from .runner import run
 from .server import CableServer
 
@@ -31,6 +31,7 @@ __all__ = [
     "ProtocolError",
     "PubSubBackend",
     "PubSubError",
+    "RedisBackend",
     "Settings",
     "SubscriptionError",
     "UnauthorizedError",

@@ -11,7 +11,8 @@ import sys
 from collections.abc import Sequence
 
 from .config import parse_origins
-from .runner import run
+from .pubsub import MemoryBackend, backend_from_url
+from .runner import run, run_workers
 from .server import CableServer
 
 __all__ = ["load_app", "main"]
@@ -59,6 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("CABLE_ALLOWED_ORIGINS"),
         help="comma-separated extra origins ('/regex/' for a pattern); '*' disables the origin check",
     )
+    parser.add_argument(
+        "--pubsub",
+        default=os.environ.get("CABLE_PUBSUB_URL"),
+        metavar="URL",
+        help="'memory' (default, one process) or redis://host:port/db to share broadcasts between processes and with Rails",
+    )
+    parser.add_argument(
+        "--channel-prefix",
+        default=os.environ.get("CABLE_CHANNEL_PREFIX"),
+        help="Rails' channel_prefix: Redis channels are <prefix>:<broadcasting>",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="processes serving one port (needs --pubsub redis://...)")
+    parser.add_argument("--fd", type=int, default=None, help=argparse.SUPPRESS)  # a worker's inherited socket
     parser.add_argument("--ping-interval", type=float, default=None, help="seconds between pings (default 3)")
     parser.add_argument(
         "--rails-exact", action="store_true", default=None, help="answer exactly as Rails where we deliberately differ"
@@ -73,9 +87,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(arguments)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Factories (and the chat service) read these too, e.g. to keep chat history in the same Redis.
+    for variable, value in (("CABLE_PUBSUB_URL", args.pubsub), ("CABLE_CHANNEL_PREFIX", args.channel_prefix)):
+        if value:
+            os.environ[variable] = value
+    try:
+        pubsub = backend_from_url(args.pubsub, channel_prefix=args.channel_prefix)
+    except ValueError as exc:
+        raise SystemExit(f"cable-server: {exc}") from None
+    if args.workers > 1:
+        if isinstance(pubsub, MemoryBackend):
+            raise SystemExit("cable-server: --workers needs a pub/sub shared by the processes: add --pubsub redis://...")
+        print(f"cable-server: {args.workers} workers of {args.app} on http://{args.host}:{args.port}", flush=True)
+        sys.exit(run_workers(arguments, args.workers, host=args.host, port=args.port))
     cable = load_app(args.app)
+    if args.pubsub:
+        cable.set_pubsub(pubsub)
+    configure(cable, args)
+    if cable.settings.disable_origin_check:
+        logger.warning("origin check disabled: any web page can open a cable to this server")
+    if args.fd is None:
+        print(
+            f"cable-server: serving {args.app} on http://{args.host}:{args.port} (cable at {cable.settings.path})",
+            flush=True,
+        )
+    run(cable, host=args.host, port=args.port, log_level=args.log_level, fd=args.fd)
+
+
+def configure(cable: CableServer, args: argparse.Namespace) -> None:
+    """Apply the command line's settings to the app's."""
     changes: dict[str, object] = {}
     if args.path is not None:
         changes["path"] = args.path
@@ -89,10 +132,3 @@ def main(argv: Sequence[str] | None = None) -> None:
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     cable.settings = dataclasses.replace(cable.settings, **changes)  # type: ignore[arg-type]
-    if cable.settings.disable_origin_check:
-        logger.warning("origin check disabled: any web page can open a cable to this server")
-    print(
-        f"cable-server: serving {args.app} on http://{args.host}:{args.port} (cable at {cable.settings.path})",
-        flush=True,
-    )
-    run(cable, host=args.host, port=args.port, log_level=args.log_level)

@@ -9,14 +9,18 @@ shut down.
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 import uvicorn
 
 from .server import CableServer
 
-__all__ = ["CableUvicornServer", "config_for", "run"]
+__all__ = ["CableUvicornServer", "config_for", "run", "run_workers"]
 
 
 class CableUvicornServer(uvicorn.Server):
@@ -51,6 +55,32 @@ def config_for(
     )
 
 
-def run(cable: CableServer, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
-    """Serve ``cable`` until SIGINT/SIGTERM, then shut down gracefully."""
-    CableUvicornServer(config_for(cable, host=host, port=port, log_level=log_level), cable).run()
+def run(cable: CableServer, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", fd: int | None = None) -> None:
+    """Serve ``cable`` until SIGINT/SIGTERM, then shut down gracefully.
+
+    ``fd``: serve on an inherited listening socket instead (the workers of ``--workers``).
+    """
+    CableUvicornServer(config_for(cable, host=host, port=port, log_level=log_level, fd=fd), cable).run()
+
+
+def run_workers(argv: Sequence[str], workers: int, *, host: str, port: int) -> int:
+    """Run ``workers`` processes of ``cable-server argv`` on one listening socket (the kernel
+    spreads connections). SIGTERM is passed on and each worker drains its clients; Ctrl-C
+    reaches them directly (they share the terminal's process group)."""
+    listener = socket.create_server((host, port), reuse_port=False, backlog=2048)
+    listener.set_inheritable(True)
+    command = [sys.executable, "-m", "cable_server", *argv, "--workers", "1", "--fd", str(listener.fileno())]
+    children = [subprocess.Popen(command, pass_fds=[listener.fileno()]) for _ in range(workers)]
+
+    def forward(signum: int, frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
+    # uvicorn re-raises the signal it handled once it has shut down: dying of it is a clean exit.
+    clean = (0, -signal.SIGTERM, -signal.SIGINT)
+    codes = [0 if code in clean else code for code in (child.wait() for child in children)]
+    listener.close()
+    return max(codes, key=abs)

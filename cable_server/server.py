@@ -70,6 +70,12 @@ class CableServer:
         channel_class._server = self
         return channel_class
 
+    def set_pubsub(self, backend: PubSubBackend) -> None:
+        """Replace the pub/sub backend (before the server starts)."""
+        if self._heartbeat is not None:
+            raise RuntimeError("the pub/sub backend cannot change while the server runs")
+        self.router.backend = backend
+
     def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Await ``callback()`` when the server stops, after clients were told and left."""
         self._stop_callbacks.append(callback)

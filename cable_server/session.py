@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from . import encoding
 from .connection import Connection
-from .errors import CableError, ProtocolError, UnauthorizedError
+from .errors import CableError, ProtocolError, PubSubError, UnauthorizedError
 from .protocol import (
     DisconnectReason,
     Perform,
@@ -139,14 +139,21 @@ class Session:
             self._close(_INTERNAL_ERROR)
             return False
         welcome, buffered = self.protocol.accept()
-        self.send(welcome)
+        self.server.sessions.add(self)  # from now on a restart reaches it
         identifier = self.connection.connection_identifier
         if identifier:
+            # Live before the welcome: a remote disconnect made once the client is in always lands.
             stream = self.server.internal_channel(identifier)
             listener = Listener(self._on_internal_message)
             self._internal = (stream, listener)
-            await self.server.router.add(stream, listener)
-        self.server.sessions.add(self)
+            try:
+                await self.server.router.add(stream, listener)
+            except PubSubError as exc:
+                logger.error("%s: cannot listen for remote disconnects (%s); closing with 1011", self.peer, exc)
+                self._internal = None
+                self._close(_INTERNAL_ERROR)
+                return False
+        self.send(welcome)
         logger.info("%s: connected %s", self.peer, identifier or "(anonymous)")
         for event in buffered:
             await self._execute(event)

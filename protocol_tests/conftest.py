@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from cable_server.testing import RedisServer
+
 from .client import CableClient
 from .differences import DIFFERENCES
 
@@ -32,6 +34,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("protocol_tests")
     group.addoption("--cable-url", help="ws://HOST:PORT/cable of the server under test (default: start ours)")
     group.addoption("--admin-url", help="http://HOST:PORT/__admin of the fixture's admin hooks")
+    group.addoption(
+        "--backend",
+        choices=["memory", "redis"],
+        default="memory",
+        help="pub/sub of the fixture server we start: in-process, or a redis-server started for the run",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -95,9 +103,13 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
     cable_url = request.config.getoption("cable_url")
     admin_url = request.config.getoption("admin_url")
     process = None
+    redis = None
     if cable_url is None:
         port = _free_port()
         command = [sys.executable, "-m", "protocol_tests.fixture", "--port", str(port), "--log-level", "warning"]
+        if request.config.getoption("backend") == "redis":
+            redis = RedisServer().start()
+            command += ["--pubsub", redis.url, "--channel-prefix", "conformance"]
         process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         cable_url = f"ws://127.0.0.1:{port}/cable"
     if admin_url is None:
@@ -110,6 +122,8 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
         if process is not None:
             process.terminate()
             process.wait(10)
+        if redis is not None:
+            redis.kill()
 
 
 @pytest.fixture

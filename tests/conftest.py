@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
 
-from cable_server import CableServer, Settings
+from cable_server import CableServer, MemoryBackend, PubSubBackend, RedisBackend, Settings
 from cable_server.runner import CableUvicornServer, config_for
-from cable_server.testing import FakeOpenAI
+from cable_server.testing import FakeOpenAI, RedisServer
 from protocol_tests.client import CableClient
 
 from .fixture_app import create_app
@@ -62,14 +63,50 @@ async def start_server(cable: CableServer, port: int = 0) -> RunningServer:
     return RunningServer(cable, server, task, bound)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_backends: run the module's tests on the memory and on the Redis pub/sub")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test gets a ``backend``: both for modules marked ``both_backends``, else memory."""
+    if "backend" in metafunc.fixturenames:
+        both = metafunc.definition.get_closest_marker("both_backends") is not None
+        metafunc.parametrize("backend", ["memory", "redis"] if both else ["memory"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the session; tests keep apart by channel prefix."""
+    with RedisServer() as server:
+        yield server
+
+
 @pytest.fixture
-async def serve() -> AsyncIterator[ServerFactory]:
-    """Start servers for this test (``await serve(cable)``); all are stopped at its end."""
+def backend(request: pytest.FixtureRequest) -> Callable[[], PubSubBackend]:
+    """Makes the pub/sub for each server of a test: in-process, or Redis with a prefix of the test's own."""
+    if request.param == "memory":
+        return MemoryBackend
+    url = request.getfixturevalue("redis_server").url
+    prefix = f"test{next(_PREFIXES)}"
+    return lambda: RedisBackend(url, channel_prefix=prefix)
+
+
+_PREFIXES = itertools.count()
+
+
+@pytest.fixture
+async def serve(backend: Callable[[], PubSubBackend]) -> AsyncIterator[ServerFactory]:
+    """Start servers for this test (``await serve(cable)``); all are stopped at its end.
+
+    Each uses the test's ``backend``; servers of one test share it (one Redis prefix).
+    """
     running: list[RunningServer] = []
 
     async def factory(cable: CableServer | None = None, port: int = 0, **settings: object) -> RunningServer:
         if cable is None:
             cable = create_app(Settings(**{"ping_interval": 0.5, "shutdown_timeout": 1.0, **settings}))  # type: ignore[arg-type]
+        if isinstance(cable.router.backend, MemoryBackend):
+            cable.set_pubsub(backend())
         server = await start_server(cable, port)
         running.append(server)
         return server

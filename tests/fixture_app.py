@@ -7,6 +7,7 @@ Its ``Connection`` reads the user from the ``user`` query param or cookie:
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,10 @@ class EchoChannel(Channel):
 
     def ping_user(self) -> None:
         self.transmit({"user": self.current_user})
+
+    def pid(self) -> None:
+        """Which process serves this connection (``--workers`` tests)."""
+        self.transmit({"pid": os.getpid()})
 
     async def shout(self, data: dict[str, Any]) -> None:
         await self.server.broadcast(f"echo_{self.params.get('room')}", data.get("payload"))

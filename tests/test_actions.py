@@ -10,6 +10,8 @@ from protocol_tests.client import CableClient, ident
 
 from .conftest import RunningServer
 
+pytestmark = pytest.mark.both_backends  # every case also runs on the Redis pub/sub
+
 ECHO = ident("EchoChannel", room="a")
 
 

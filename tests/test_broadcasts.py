@@ -19,6 +19,8 @@ from protocol_tests.client import CableClient, ident
 from .conftest import RunningServer, ServerFactory
 from .fixture_app import create_app
 
+pytestmark = pytest.mark.both_backends  # every case also runs on the Redis pub/sub
+
 
 def data_frame(identifier: str, message_json: str) -> str:
     return '{"identifier":' + json.dumps(identifier) + ',"message":' + message_json + "}"

@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from cable_server.testing import FakeOpenAI, Reply
 from protocol_tests.client import assert_usable
 
 from .chat_helpers import read_answer, room, start_chat
 from .conftest import ServerFactory
+
+pytestmark = pytest.mark.both_backends  # every case also runs on the Redis pub/sub
 
 
 async def test_the_original_frontend_gets_one_content_frame_per_upstream_chunk(

@@ -12,6 +12,8 @@ from protocol_tests.client import closed_with, ident
 
 from .conftest import RunningServer, ServerFactory
 
+pytestmark = pytest.mark.both_backends  # every case also runs on the Redis pub/sub
+
 
 async def test_welcome_is_the_first_frame_exactly(server: RunningServer) -> None:
     """The first frame is the 18-byte text {"type":"welcome"}."""

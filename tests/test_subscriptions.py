@@ -8,6 +8,8 @@ from protocol_tests.client import ident
 
 from .conftest import RunningServer, ServerFactory
 
+pytestmark = pytest.mark.both_backends  # every case also runs on the Redis pub/sub
+
 
 async def test_confirmation_echoes_the_identifier_byte_for_byte(server: RunningServer) -> None:
     """confirm_subscription carries the client's identifier string, escaped as a JSON string."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .errors import ErrorCategory, GenerationError
-from .history import HistoryStore, MemoryHistory
+from .history import HistoryStore, MemoryHistory, RedisHistory
 from .models import ChatModel, Delta, Message, OfflineModel, OpenAIModel
 from .service import ChatService, Generation
 from .settings import ChatSettings
@@ -21,4 +21,5 @@ __all__ = [
     "Message",
     "OfflineModel",
     "OpenAIModel",
+    "RedisHistory",
 ]

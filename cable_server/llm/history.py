@@ -6,9 +6,12 @@ import abc
 import collections
 from collections.abc import Sequence
 
+import orjson
+import redis.asyncio as aioredis
+
 from .models import Message
 
-__all__ = ["HistoryStore", "MemoryHistory", "estimate_tokens", "trim"]
+__all__ = ["HistoryStore", "MemoryHistory", "RedisHistory", "estimate_tokens", "trim"]
 
 
 def estimate_tokens(message: Message) -> int:
@@ -47,6 +50,9 @@ class HistoryStore(abc.ABC):
     async def clear(self, room: str) -> None:
         """Forget the room's conversation."""
 
+    async def close(self) -> None:  # noqa: B027 (in-process stores hold nothing)
+        """Release connections; called when the server stops."""
+
 
 class MemoryHistory(HistoryStore):
     """In-process history, bounded per room by message count and estimated tokens."""
@@ -68,3 +74,37 @@ class MemoryHistory(HistoryStore):
 
     async def clear(self, room: str) -> None:
         self._rooms.pop(room, None)
+
+
+class RedisHistory(HistoryStore):
+    """History in Redis lists (``[<prefix>:]cable_chat:<room>``), so any process continues a conversation.
+
+    Bounded by message count on write (LTRIM), by tokens on read; forgotten after ``ttl`` seconds idle.
+    """
+
+    def __init__(
+        self, url: str, *, prefix: str | None = None, max_messages: int = 20, max_tokens: int = 4_000, ttl: int = 7 * 86_400
+    ) -> None:
+        self.redis = aioredis.Redis.from_url(url, socket_connect_timeout=5)
+        self.prefix = f"{prefix}:cable_chat:" if prefix else "cable_chat:"
+        self.max_messages = max_messages
+        self.max_tokens = max_tokens
+        self.ttl = ttl
+
+    async def load(self, room: str) -> list[Message]:
+        raw = await self.redis.lrange(self.prefix + room, 0, -1)
+        return trim([orjson.loads(item) for item in raw], max_messages=self.max_messages, max_tokens=self.max_tokens)
+
+    async def append(self, room: str, *messages: Message) -> None:
+        key = self.prefix + room
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, *(orjson.dumps(message) for message in messages))
+            pipe.ltrim(key, -self.max_messages, -1)
+            pipe.expire(key, self.ttl)
+            await pipe.execute()
+
+    async def clear(self, room: str) -> None:
+        await self.redis.delete(self.prefix + room)
+
+    async def close(self) -> None:
+        await self.redis.aclose()

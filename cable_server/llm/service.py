@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import ErrorCategory, GenerationError, classify
-from .history import HistoryStore, MemoryHistory
+from .history import HistoryStore, MemoryHistory, RedisHistory
 from .models import ChatModel, Message, model_for
 from .pool import GenerationPool
 from .settings import ChatSettings
@@ -97,7 +97,14 @@ class ChatService:
         self.server = server
         self.settings = settings = settings or ChatSettings.from_env()
         self.model = model or model_for(settings)
-        self.history = history or MemoryHistory(max_messages=settings.history_messages, max_tokens=settings.history_tokens)
+        bounds = {"max_messages": settings.history_messages, "max_tokens": settings.history_tokens}
+        if history is None:
+            history = (
+                RedisHistory(settings.history_url, prefix=settings.history_prefix, **bounds)
+                if settings.history_url
+                else MemoryHistory(**bounds)
+            )
+        self.history = history
         self.pool = GenerationPool(settings.max_concurrent, settings.max_queued)
         self.active: dict[str, Generation] = {}
         self._listeners: collections.Counter[str] = collections.Counter()
@@ -196,6 +203,7 @@ class ChatService:
         self._orphan_timers.clear()
         await asyncio.gather(*(self.stop(room, reason="shutdown") for room in list(self.active)))
         await self.model.close()
+        await self.history.close()
 
     # --- one generation -------------------------------------------------------------------
 

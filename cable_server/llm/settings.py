@@ -48,6 +48,10 @@ class ChatSettings:
     history_tokens: int = 4_000
     #: Longest accepted ``user_content``, in characters.
     max_prompt_chars: int = 32_000
+    #: ``redis://...``: keep the rooms' history in Redis, shared by every process (default: in
+    #: process; with ``CABLE_PUBSUB_URL`` on Redis, that Redis). Keys use ``history_prefix``.
+    history_url: str | None = None
+    history_prefix: str | None = None
     #: Seconds a generation goes on with no subscriber left in its room (0: cancel at once).
     orphan_grace: float = 0.0
     #: Pace of the offline model, in tokens per second.
@@ -62,9 +66,12 @@ class ChatSettings:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ChatSettings:
         """Read ``OPENAI_API_KEY``, ``OPENAI_BASE_URL`` and ``CABLE_LLM_<FIELD>`` variables."""
         env = os.environ if env is None else env
+        pubsub = env.get("CABLE_PUBSUB_URL") or ""
         values: dict[str, object] = {
             "api_key": env.get("OPENAI_API_KEY") or None,
             "base_url": env.get("OPENAI_BASE_URL") or None,
+            "history_url": pubsub if pubsub.startswith(("redis://", "rediss://", "unix://")) else None,
+            "history_prefix": env.get("CABLE_CHANNEL_PREFIX") or None,
         }
         for spec in dataclasses.fields(cls):
             raw = env.get(f"CABLE_LLM_{spec.name.upper()}")

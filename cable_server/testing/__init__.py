@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from .fake_openai import FakeOpenAI, Reply
+from .redis_server import RedisServer
 
-__all__ = ["FakeOpenAI", "Reply"]
+__all__ = ["FakeOpenAI", "RedisServer", "Reply"]

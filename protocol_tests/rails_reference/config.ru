@@ -3,10 +3,18 @@
 require "json"
 require "logger"
 require "action_cable"
+require "active_support/core_ext/hash/indifferent_access"
 require_relative "channels"
 
 ActionCable.server.config.tap do |config|
-  config.cable = { "adapter" => "async" }
+  # CABLE_REDIS_URL: share broadcasts through Redis (the interop tests run ours beside it).
+  # Indifferent access, as the Rails railtie gives cable.yml: the adapter reads "adapter",
+  # the channel prefix is read as :channel_prefix.
+  config.cable = if ENV["CABLE_REDIS_URL"]
+    { "adapter" => "redis", "url" => ENV["CABLE_REDIS_URL"], "channel_prefix" => ENV["CABLE_CHANNEL_PREFIX"] }.compact
+  else
+    { "adapter" => "async" }
+  end.with_indifferent_access
   config.connection_class = -> { ApplicationCable::Connection }
   config.allowed_request_origins = ["http://localhost:3000", %r{https?://allowed\.example}]
   config.allow_same_origin_as_host = true
