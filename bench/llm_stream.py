@@ -1,6 +1,6 @@
 """Token streaming through GptChatChannel: added latency per chunk and chunks per second.
 
-    .venv/bin/python bench/llm_stream.py [--quick]
+    .venv/bin/python -m bench.llm_stream [--quick]
 
 Three processes on loopback: the fake OpenAI server (``--scripted``: each chunk's text is the
 ``time.monotonic_ns()`` at which it was written to the socket), ``cable-server`` (the demo app,
