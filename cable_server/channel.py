@@ -114,6 +114,7 @@ class Channel:
         self._pending: list[Awaitable[None]] = []
         self._timers: list[tuple[Callable[[], Any], float]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._early: list[tuple[Callable[[str], None], str]] = []  # broadcasts that beat the confirmation
         self._rejected = False
         self._confirmed = False
         self._unsubscribed = False
@@ -167,7 +168,7 @@ class Channel:
         if self._unsubscribed:
             return
         if callback is None:
-            listener = Listener(self._session.send, self.identifier)
+            listener = Listener(self._session.send if self._confirmed else self._deliver_after_confirmation, self.identifier)
         else:
             listener = Listener(self._stream_callback(callback, raw))
         self._streams.setdefault(broadcasting, []).append(listener)
@@ -243,6 +244,9 @@ class Channel:
             return
         self._confirmed = True
         self._session.send(confirm_frame(self.identifier))
+        early, self._early = self._early, []
+        for deliver, payload in early:
+            deliver(payload)
         for method, every in self._timers:
             self._start_timer(method, every)
         self._timers.clear()
@@ -314,8 +318,20 @@ class Channel:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _deliver_after_confirmation(self, frame: str) -> None:
+        """A broadcast that arrives while ``subscribed`` runs waits for the confirmation, so a
+        client never gets a subscription's messages before learning it exists."""
+        if self._confirmed:
+            self._session.send(frame)
+        elif not self._unsubscribed:
+            self._early.append((self._session.send, frame))
+
     def _stream_callback(self, callback: Callable[[Any], Any], raw: bool) -> Callable[[str], None]:
         def deliver(payload: str) -> None:
+            if not self._confirmed:
+                if not self._unsubscribed:
+                    self._early.append((deliver, payload))
+                return
             message = payload if raw else encoding.loads(payload)
             result = callback(message)
             if inspect.isawaitable(result):

@@ -55,6 +55,10 @@ class ChatHarness:
     fake: FakeOpenAI
     service: ChatService
 
+    async def user_client(self, name: str) -> CableClient:
+        """A connection identified as ``name``, not yet subscribed."""
+        return await self.server.client(f"?user={name}")
+
     async def user(self, name: str | None, *, subscribe: Any = ..., confirm: bool = True) -> CableClient:
         """A connection identified as ``name`` (anonymous when None), subscribed to its room."""
         client = await self.server.client(f"?user={name}" if name else "")

@@ -208,8 +208,8 @@ async def test_a_full_waiting_line_answers_overloaded(serve: ServerFactory, fake
 
 
 async def test_the_last_subscriber_leaving_cancels_the_generation(serve: ServerFactory, fake_openai: FakeOpenAI) -> None:
-    """Closing the only tab mid-answer closes the upstream stream; a second tab keeps it alive."""
-    chat = await start_chat(serve, fake_openai)
+    """orphan_grace=0: closing the only tab mid-answer closes the upstream stream; a second tab keeps it alive."""
+    chat = await start_chat(serve, fake_openai, orphan_grace=0)
     fake_openai.push(SLOW, SLOW)
     alice, second_tab = await chat.user("alice"), await chat.user("alice")
     await alice.perform(room("alice"), "send_message", user_content="hi")

@@ -35,7 +35,8 @@ def room_name(value: Any) -> str | None:
 
 
 class GptChatChannel(Channel):
-    """``{"channel": "GptChatChannel", "room": <user id>}``; actions ``send_message``, ``stop``, ``reset``."""
+    """``{"channel": "GptChatChannel", "room": <user id>}``; actions ``send_message``, ``stop``, ``reset``,
+    ``resume`` and ``history``."""
 
     #: The room's broadcasting, ``public_<room>`` as in the Rails original; set once subscribed.
     room: str | None = None
@@ -86,6 +87,30 @@ class GptChatChannel(Channel):
     async def stop(self, data: dict[str, Any]) -> None:
         """Stop the answer being written (``message_id`` optional); it ends with a ``stopped`` frame."""
         await self.chat.stop(self._own_room(), data.get("message_id"))
+
+    async def resume(self, data: dict[str, Any]) -> None:
+        """Send again what this client missed of an answer: frames with ``seq > after_seq`` of
+        ``message_id`` (the room's latest answer when absent), marked ``"replay": true``.
+
+        Call it from ``connected()`` after every (re)connection; live frames follow, so keep frames
+        by ``seq``. When the frames are gone, the answer is ``{"event": "expired"}``: ask ``history``.
+        """
+        message_id = data.get("message_id") if isinstance(data.get("message_id"), str) else None
+        after_seq = data.get("after_seq")
+        if not isinstance(after_seq, int) or isinstance(after_seq, bool):
+            after_seq = -1
+        replay = await self.chat.resume(self._own_room(), message_id, after_seq)
+        if replay is None or replay.expired:
+            if message_id is not None:
+                self.transmit({"content": "", "event": "expired", "message_id": message_id})
+            return
+        for frame in replay.frames:
+            self.transmit({**frame, "replay": True})
+
+    async def history(self) -> None:
+        """The room's conversation: ``{"event": "history", "messages": [{role, content}, ...]}``."""
+        messages = await self.chat.history.load(self._own_room())
+        self.transmit({"content": "", "event": "history", "messages": messages})
 
     async def reset(self) -> None:
         """Forget the conversation; every subscriber of the room gets a ``reset`` frame."""

@@ -28,6 +28,7 @@ from .errors import ErrorCategory, GenerationError, classify
 from .history import HistoryStore, MemoryHistory, RedisHistory
 from .models import ChatModel, Message, model_for
 from .pool import GenerationPool
+from .replay import FrameStore, MemoryFrameStore, RedisFrameStore, Replay
 from .settings import ChatSettings
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ class ChatService:
         *,
         model: ChatModel | None = None,
         history: HistoryStore | None = None,
+        frames: FrameStore | None = None,
     ) -> None:
         self.server = server
         self.settings = settings = settings or ChatSettings.from_env()
@@ -105,6 +107,14 @@ class ChatService:
                 else MemoryHistory(**bounds)
             )
         self.history = history
+        if frames is None:
+            ttl, most = settings.resume_ttl, settings.resume_max_frames
+            frames = (
+                RedisFrameStore(settings.history_url, prefix=settings.history_prefix, ttl=ttl, max_frames=most)
+                if settings.history_url
+                else MemoryFrameStore(ttl=ttl, max_frames=most)
+            )
+        self.frames = frames
         self.pool = GenerationPool(settings.max_concurrent, settings.max_queued)
         self.active: dict[str, Generation] = {}
         self._listeners: collections.Counter[str] = collections.Counter()
@@ -162,6 +172,10 @@ class ChatService:
         await asyncio.gather(generation.task, return_exceptions=True)
         return True
 
+    async def resume(self, room: str, message_id: str | None, after_seq: int) -> Replay | None:
+        """The frames of ``room``'s answer ``message_id`` (its latest when ``None``) after ``after_seq``."""
+        return await self.frames.replay(room, message_id, after_seq)
+
     async def reset(self, room: str) -> None:
         """Stop the room's generation, forget its conversation, and tell its subscribers."""
         await self.stop(room, reason="reset")
@@ -204,12 +218,14 @@ class ChatService:
         await asyncio.gather(*(self.stop(room, reason="shutdown") for room in list(self.active)))
         await self.model.close()
         await self.history.close()
+        await self.frames.close()
 
     # --- one generation -------------------------------------------------------------------
 
     async def _emit(self, generation: Generation, event: str, content: str = "", **fields: Any) -> None:
         frame = {"content": content, "event": event, "message_id": generation.message_id, "seq": generation.seq, **fields}
         generation.seq += 1
+        await self.frames.append(generation.room, frame)  # kept before it is sent: a resume never misses it
         await self.server.broadcast(generation.room, frame)
 
     async def _run(self, generation: Generation, question: Message, system: str | None) -> None:

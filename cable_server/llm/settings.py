@@ -48,12 +48,18 @@ class ChatSettings:
     history_tokens: int = 4_000
     #: Longest accepted ``user_content``, in characters.
     max_prompt_chars: int = 32_000
-    #: ``redis://...``: keep the rooms' history in Redis, shared by every process (default: in
-    #: process; with ``CABLE_PUBSUB_URL`` on Redis, that Redis). Keys use ``history_prefix``.
+    #: ``redis://...``: keep the rooms' history and the frames kept for ``resume`` in Redis, shared
+    #: by every process (default: in process; with ``CABLE_PUBSUB_URL`` on Redis, that Redis).
+    #: Keys use ``history_prefix``.
     history_url: str | None = None
     history_prefix: str | None = None
-    #: Seconds a generation goes on with no subscriber left in its room (0: cancel at once).
-    orphan_grace: float = 0.0
+    #: Seconds a generation goes on with no subscriber left in its room (0: cancel at once), so
+    #: that a user whose socket dropped finds the rest of the answer when resuming.
+    orphan_grace: float = 30.0
+    #: Seconds a generation's frames stay available to ``resume`` after its last frame, and
+    #: how many of its frames are kept at most.
+    resume_ttl: float = 300.0
+    resume_max_frames: int = 20_000
     #: Pace of the offline model, in tokens per second.
     offline_tokens_per_second: float = 40.0
 
