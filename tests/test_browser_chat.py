@@ -19,6 +19,7 @@ from cable_server.testing import FakeOpenAI, Reply
 
 from .conftest import RunningServer, ServerFactory
 from .frontend import NginxFactory, screenshot
+from .proxy import cuttable_proxy
 
 WORDS = Reply(chunks=[f"word{k} " for k in range(40)], delay=0.02)
 SLOW = Reply(chunks=[f"slow{k} " for k in range(400)], delay=0.02)
@@ -96,7 +97,7 @@ class ChatPage:
     async def answer(self, index: int, status: str = "done") -> str:
         """The text of answer ``index`` once its status is ``status``."""
         answer = self.answers.nth(index)
-        await expect(answer).to_have_attribute("data-status", status, timeout=10_000)
+        await expect(answer).to_have_attribute("data-status", status, timeout=20_000)
         return await answer.locator(".markdown").inner_text()
 
 
@@ -166,3 +167,22 @@ async def test_the_app_reconnects_after_a_server_restart(site: Site, context: Br
     await expect(chat.state).to_have_text("live", timeout=20_000)
     await chat.ask("two")
     assert await chat.answer(1) == "after restart"
+
+
+async def test_a_cut_connection_mid_answer_still_shows_the_whole_answer(
+    serve: ServerFactory, fake_openai: FakeOpenAI, vue_chat_dist: Path, context: BrowserContext
+) -> None:
+    """The TCP connection dies mid-answer: the app reconnects by itself, resumes, and shows every word once."""
+    placeholder = Site("", None, serve, fake_openai)  # type: ignore[arg-type]
+    backend = await serve(placeholder.app())
+    answer = Reply(chunks=[f"part{k} " for k in range(120)], delay=0.02)
+    fake_openai.push(answer)
+    async with cuttable_proxy(backend.port) as proxy:
+        chat = await ChatPage.open(context, f"http://127.0.0.1:{proxy.port}")
+        await chat.ask("A long one, please")
+        await expect(chat.answers.nth(0)).to_contain_text("part10", timeout=10_000)
+        proxy.cut()
+        await expect(chat.state).to_have_text("reconnecting", timeout=10_000)
+        assert words(await chat.answer(0)) == words(answer.text)  # waits for done, after the reconnect
+        await expect(chat.state).to_have_text("live")
+        await screenshot(chat.page, "vue-chat-resumed")
