@@ -168,7 +168,8 @@ class Channel:
         if self._unsubscribed:
             return
         if callback is None:
-            listener = Listener(self._session.send if self._confirmed else self._deliver_after_confirmation, self.identifier)
+            deliver = self._session.send if self._confirmed else self._deliver_after_confirmation
+            listener = Listener(deliver, self.identifier, extended=self._session.protocol.extended)
         else:
             listener = Listener(self._stream_callback(callback, raw))
         self._streams.setdefault(broadcasting, []).append(listener)

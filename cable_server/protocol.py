@@ -33,14 +33,20 @@ from .errors import (
 )
 
 __all__ = [
+    "PONG_FRAME",
     "PROTOCOL_UNSUPPORTED",
+    "PROTOCOL_V1_EXT_JSON",
     "PROTOCOL_V1_JSON",
     "SUPPORTED_PROTOCOLS",
     "WELCOME_FRAME",
     "Command",
     "DisconnectReason",
     "Event",
+    "History",
+    "HistoryRequest",
     "Perform",
+    "Ping",
+    "Pong",
     "ServerProtocol",
     "State",
     "Subscribe",
@@ -48,17 +54,22 @@ __all__ = [
     "confirm_frame",
     "decode_command",
     "disconnect_frame",
+    "history_frame",
     "message_frame",
     "parse_identifier",
     "ping_frame",
     "reject_frame",
     "select_subprotocol",
+    "stream_message_frame",
+    "welcome_frame",
 ]
 
 PROTOCOL_V1_JSON = "actioncable-v1-json"
 PROTOCOL_UNSUPPORTED = "actioncable-unsupported"
-#: The server's list, in Rails' order (``ActionCable::INTERNAL[:protocols]``).
-SUPPORTED_PROTOCOLS = (PROTOCOL_V1_JSON, PROTOCOL_UNSUPPORTED)
+#: AnyCable's extension: ``sid`` in the welcome, stream offsets, ``history``, ``ping``/``pong``.
+PROTOCOL_V1_EXT_JSON = "actioncable-v1-ext-json"
+#: The server's list: Rails' (``ActionCable::INTERNAL[:protocols]``), and AnyCable's extension.
+SUPPORTED_PROTOCOLS = (PROTOCOL_V1_JSON, PROTOCOL_UNSUPPORTED, PROTOCOL_V1_EXT_JSON)
 
 
 class DisconnectReason(enum.StrEnum):
@@ -85,11 +96,24 @@ def select_subprotocol(offered: Sequence[str]) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    """AnyCable's ``history``: messages after ``streams[name] = (epoch, offset)``, or for streams
+    not listed, those broadcast since the Unix time ``since``."""
+
+    since: int | None = None
+    streams: dict[str, tuple[str, int]] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Subscribe:
-    """``{"command":"subscribe","identifier":...}``; ``params`` is the decoded identifier."""
+    """``{"command":"subscribe","identifier":...}``; ``params`` is the decoded identifier.
+
+    ``history`` is set when an extended-protocol client asks for missed messages as it subscribes.
+    """
 
     identifier: str
     params: dict[str, Any]
+    history: HistoryRequest | None = field(default=None, hash=False)
 
     @property
     def channel(self) -> str:
@@ -120,7 +144,25 @@ class Perform:
         return action if isinstance(action, str) and action else None
 
 
-Command = Subscribe | Unsubscribe | Perform
+@dataclass(frozen=True, slots=True)
+class History:
+    """Extended protocol: ``{"command":"history","identifier":...,"history":{...}}``."""
+
+    identifier: str
+    request: HistoryRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Extended protocol: a client's ``{"command":"ping"}``, answered with ``{"type":"pong"}``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """Extended protocol: a client's answer to a server ping (nothing to do)."""
+
+
+Command = Subscribe | Unsubscribe | Perform | History | Ping | Pong
 Event = Command | ProtocolError
 
 
@@ -147,8 +189,22 @@ def _require_identifier(frame: dict[str, Any]) -> str:
     return identifier
 
 
-def decode_command(text: str) -> Command:
-    """Turn one text frame into a command, or raise the :class:`ProtocolError` saying why not."""
+def _history_request(raw: object) -> HistoryRequest:
+    if not isinstance(raw, dict):
+        raise InvalidCommandData("history must be an object")
+    since = raw.get("since")
+    streams: dict[str, tuple[str, int]] = {}
+    for name, position in (raw.get("streams") or {}).items() if isinstance(raw.get("streams"), dict) else ():
+        if isinstance(position, dict) and isinstance(position.get("epoch"), str) and type(position.get("offset")) is int:
+            streams[name] = (position["epoch"], position["offset"])
+    return HistoryRequest(since if type(since) is int and since > 0 else None, streams)
+
+
+def decode_command(text: str, *, extended: bool = False) -> Command:
+    """Turn one text frame into a command, or raise the :class:`ProtocolError` saying why not.
+
+    ``extended``: also accept AnyCable's ``history``, ``ping`` and ``pong`` commands.
+    """
     try:
         frame = encoding.loads(text)
     except encoding.DecodeError as exc:
@@ -158,7 +214,8 @@ def decode_command(text: str) -> Command:
     command = frame.get("command")
     if command == "subscribe":
         identifier = _require_identifier(frame)
-        return Subscribe(identifier, parse_identifier(identifier))
+        history = _history_request(frame["history"]) if extended and "history" in frame else None
+        return Subscribe(identifier, parse_identifier(identifier), history)
     if command == "unsubscribe":
         return Unsubscribe(_require_identifier(frame))
     if command == "message":
@@ -173,12 +230,25 @@ def decode_command(text: str) -> Command:
         if not isinstance(data, dict):
             raise InvalidCommandData("message data is not a JSON object")
         return Perform(identifier, data)
+    if extended:
+        if command == "history":
+            return History(_require_identifier(frame), _history_request(frame.get("history")))
+        if command == "ping":
+            return Ping()
+        if command == "pong":
+            return Pong()
     raise UnknownCommand(f"unrecognized command {command!r}")
 
 
 # --- frames (server -> client) ---------------------------------------------------------------
 
 WELCOME_FRAME = '{"type":"welcome"}'
+PONG_FRAME = '{"type":"pong"}'
+
+
+def welcome_frame(sid: str | None = None) -> str:
+    """The welcome; an extended-protocol one carries the session id (``sid``)."""
+    return WELCOME_FRAME if sid is None else encoding.dumps({"type": "welcome", "sid": sid})
 
 
 def ping_frame(timestamp: int) -> str:
@@ -204,6 +274,20 @@ def message_frame(identifier: str, encoded_message: str) -> str:
     return f'{{"identifier":{_identifier_json(identifier)},"message":{encoded_message}}}'
 
 
+def stream_message_frame(identifier: str, encoded_message: str, stream: str, epoch: str, offset: int) -> str:
+    """An extended-protocol data frame: the message and its position in ``stream``."""
+    return (
+        f'{{"identifier":{_identifier_json(identifier)},"message":{encoded_message},'
+        f'"stream_id":{encoding.dumps(stream)},"epoch":{encoding.dumps(epoch)},"offset":{offset}}}'
+    )
+
+
+def history_frame(identifier: str, *, confirmed: bool) -> str:
+    """``confirm_history`` (the missed messages were sent) or ``reject_history`` (they are gone)."""
+    kind = "confirm_history" if confirmed else "reject_history"
+    return f'{{"type":"{kind}","identifier":{_identifier_json(identifier)}}}'
+
+
 def disconnect_frame(reason: DisconnectReason | None, *, reconnect: bool) -> str:
     """``{"type":"disconnect","reason":...,"reconnect":<bool>}``; ``reconnect`` is always a
     boolean because the Rails client treats a missing one as ``false``."""
@@ -224,6 +308,8 @@ class ServerProtocol:
     """One connection's protocol state: welcome gate, command buffering, decoding."""
 
     state: State = State.CONNECTING
+    #: AnyCable's ``actioncable-v1-ext-json`` was negotiated.
+    extended: bool = False
     _buffer: list[Event] = field(default_factory=list)
 
     def receive_text(self, text: str) -> list[Event]:
@@ -231,7 +317,7 @@ class ServerProtocol:
         if self.state is State.CLOSED:
             return []
         try:
-            event: Event = decode_command(text)
+            event: Event = decode_command(text, extended=self.extended)
         except ProtocolError as exc:
             event = exc
         if self.state is State.CONNECTING:
@@ -249,13 +335,14 @@ class ServerProtocol:
             return []
         return [event]
 
-    def accept(self) -> tuple[str, list[Event]]:
-        """Authentication succeeded: return the welcome frame and the commands buffered so far."""
+    def accept(self, sid: str | None = None) -> tuple[str, list[Event]]:
+        """Authentication succeeded: return the welcome frame (with ``sid`` on the extended
+        protocol) and the commands buffered so far."""
         if self.state is not State.CONNECTING:
             raise RuntimeError(f"cannot accept a connection in state {self.state.value}")
         self.state = State.OPEN
         buffered, self._buffer = self._buffer, []
-        return WELCOME_FRAME, buffered
+        return welcome_frame(sid if self.extended else None), buffered
 
     def reject(self) -> str:
         """Authentication failed: the unauthorized disconnect frame; nothing more is processed."""

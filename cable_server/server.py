@@ -24,7 +24,7 @@ from .config import Settings
 from .connection import Connection
 from .handshake import origin_allowed
 from .naming import connection_identifier
-from .protocol import DisconnectReason, ping_frame, select_subprotocol
+from .protocol import PROTOCOL_V1_EXT_JSON, DisconnectReason, ping_frame, select_subprotocol
 from .pubsub import MemoryBackend, PubSubBackend
 from .session import Session
 from .streams import StreamRouter
@@ -146,6 +146,7 @@ class CableServer:
             frame = ping_frame(int(time.time()))
             for session in tuple(self.sessions):
                 session.send(frame)
+            self.router.expire_backlog()
 
     # --- ASGI -----------------------------------------------------------------------------
 
@@ -174,8 +175,9 @@ class CableServer:
             logger.warning("refused origin %r (host %r)", websocket.headers.get("origin"), websocket.headers.get("host"))
             await websocket.send_denial_response(_NOT_FOUND)
             return
-        await websocket.accept(subprotocol=select_subprotocol(scope.get("subprotocols", [])))
-        await Session(self, websocket, receive, send).run()
+        subprotocol = select_subprotocol(scope.get("subprotocols", []))
+        await websocket.accept(subprotocol=subprotocol)
+        await Session(self, websocket, receive, send, extended=subprotocol == PROTOCOL_V1_EXT_JSON).run()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import secrets
 import typing
 from typing import TYPE_CHECKING, Any, Final
 
@@ -18,8 +19,12 @@ from . import encoding
 from .connection import Connection
 from .errors import CableError, ProtocolError, PubSubError, UnauthorizedError
 from .protocol import (
+    PONG_FRAME,
     DisconnectReason,
+    History,
     Perform,
+    Ping,
+    Pong,
     ServerProtocol,
     State,
     Subscribe,
@@ -55,12 +60,15 @@ _INTERNAL_ERROR: Final = _Close(1011)
 
 
 class Session:
-    def __init__(self, server: CableServer, websocket: WebSocket, receive: Receive, send: Send) -> None:
+    def __init__(
+        self, server: CableServer, websocket: WebSocket, receive: Receive, send: Send, *, extended: bool = False
+    ) -> None:
         self.server = server
         self.websocket = websocket
         self._receive = receive
         self._send = send
-        self.protocol = ServerProtocol()
+        #: ``extended``: AnyCable's actioncable-v1-ext-json was negotiated.
+        self.protocol = ServerProtocol(extended=extended)
         self.connection: Connection = server.connection_class(self)
         self.subscriptions = Subscriptions(self)
         self._outbox: collections.deque[str | _Close] = collections.deque()
@@ -138,7 +146,7 @@ class Session:
             logger.exception("%s: Connection.connect raised; closing with 1011", self.peer)
             self._close(_INTERNAL_ERROR)
             return False
-        welcome, buffered = self.protocol.accept()
+        welcome, buffered = self.protocol.accept(sid=secrets.token_urlsafe(12))
         self.server.sessions.add(self)  # from now on a restart reaches it
         identifier = self.connection.connection_identifier
         if identifier:
@@ -179,10 +187,18 @@ class Session:
                 raise event
             if isinstance(event, Subscribe):
                 await self.subscriptions.add(event)
+                if event.history is not None and event.identifier in self.subscriptions:
+                    self.subscriptions.history(History(event.identifier, event.history))
             elif isinstance(event, Unsubscribe):
                 await self.subscriptions.remove(event)
             elif isinstance(event, Perform):
                 await self.subscriptions.perform(event)
+            elif isinstance(event, History):
+                self.subscriptions.history(event)
+            elif isinstance(event, Ping):
+                self.send(PONG_FRAME)
+            elif isinstance(event, Pong):
+                pass
             else:
                 typing.assert_never(event)
         except CableError as exc:

@@ -14,8 +14,9 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from .backlog import Backlog
 from .errors import PubSubError
-from .protocol import message_frame
+from .protocol import message_frame, stream_message_frame
 from .pubsub import PubSubBackend
 
 __all__ = ["Listener", "StreamRouter"]
@@ -34,6 +35,8 @@ class Listener:
 
     deliver: Callable[[str], None]
     identifier: str | None = None
+    #: An AnyCable extended-protocol client: its frames carry ``stream_id``/``epoch``/``offset``.
+    extended: bool = False
 
 
 @dataclass(eq=False, slots=True)
@@ -47,6 +50,7 @@ class StreamRouter:
 
     def __init__(self, backend: PubSubBackend) -> None:
         self.backend = backend
+        self.backlog = Backlog()
         self._streams: dict[str, _Stream] = {}
         self._lock = asyncio.Lock()  # backend (un)subscribes run one at a time, in order
         self._tasks: set[asyncio.Task[None]] = set()
@@ -71,6 +75,8 @@ class StreamRouter:
             entry = self._streams[stream] = _Stream()
             entry.ready = self._spawn(self._subscribe(stream))
         entry.listeners.append(listener)
+        if listener.extended:
+            self.backlog.track(stream)
         assert entry.ready is not None
         try:
             await asyncio.shield(entry.ready)
@@ -88,27 +94,43 @@ class StreamRouter:
         if entry is None or listener not in entry.listeners:
             return False
         entry.listeners.remove(listener)
-        if entry.listeners:
-            return False
+        if entry.listeners or self.backlog.tracked(stream):
+            return False  # a tracked stream keeps recording for clients that come back
         del self._streams[stream]
         return True
 
     def dispatch(self, stream: str, payload: str) -> None:
         """Deliver one encoded payload to every local listener of ``stream``, in order."""
+        offset = self.backlog.record(stream, payload)
         entry = self._streams.get(stream)
         if entry is None:
             return
-        frames: dict[str, str] = {}
+        frames: dict[tuple[str, bool], str] = {}
         for listener in tuple(entry.listeners):
             identifier = listener.identifier
             if identifier is None:
                 message = payload
             else:
-                message = frames.get(identifier) or frames.setdefault(identifier, message_frame(identifier, payload))
+                key = (identifier, listener.extended and offset is not None)
+                message = frames.get(key) or frames.setdefault(key, self._frame(key, stream, payload, offset))
             try:
                 listener.deliver(message)
             except Exception:
                 logger.exception("stream %r: a listener failed", stream)
+
+    def _frame(self, key: tuple[str, bool], stream: str, payload: str, offset: int | None) -> str:
+        identifier, extended = key
+        if extended and offset is not None:
+            return stream_message_frame(identifier, payload, stream, self.backlog.epoch, offset)
+        return message_frame(identifier, payload)
+
+    def expire_backlog(self) -> None:
+        """Drop the backlog of streams nobody listened to for its TTL, and their subscriptions."""
+        listened = {stream for stream, entry in self._streams.items() if entry.listeners}
+        for stream in self.backlog.expire(live=listened):
+            if stream in self._streams and not self._streams[stream].listeners:
+                del self._streams[stream]
+                self._spawn(self._unsubscribe(stream))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from .backlog import HistoryGone
 from .errors import UnknownChannel, UnknownSubscription
-from .protocol import Perform, Subscribe, Unsubscribe, reject_frame
+from .protocol import History, Perform, Subscribe, Unsubscribe, history_frame, reject_frame, stream_message_frame
 
 if TYPE_CHECKING:
     from .channel import Channel
@@ -77,6 +78,32 @@ class Subscriptions:
                 await channel._unsubscribe()
             except Exception:
                 logger.exception("%s: unsubscribed failed", channel.identifier)
+
+    def history(self, command: History) -> None:
+        """AnyCable's history: the subscription's missed broadcasts, then ``confirm_history``;
+        ``reject_history`` when any of them is gone (or nothing was asked)."""
+        channel = self._find(command.identifier)
+        request = command.request
+        backlog = self._session.server.router.backlog
+        frames: list[str] = []
+        try:
+            if request.since is None and not request.streams:
+                raise HistoryGone("neither since nor streams")
+            for stream in channel.streams:
+                if stream in request.streams:
+                    messages = backlog.after(stream, *request.streams[stream])
+                elif request.since is not None:
+                    messages = backlog.since(stream, request.since)
+                else:
+                    continue
+                frames += [stream_message_frame(channel.identifier, payload, stream, backlog.epoch, o) for o, payload in messages]
+        except HistoryGone as gone:
+            logger.info("history for %s not available: %s", channel.identifier, gone)
+            self._session.send(history_frame(channel.identifier, confirmed=False))
+            return
+        for frame in frames:
+            self._session.send(frame)
+        self._session.send(history_frame(channel.identifier, confirmed=True))
 
     def _find(self, identifier: str) -> Channel:
         try:

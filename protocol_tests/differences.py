@@ -102,6 +102,14 @@ DIFFERENCES = {
             "`/https?:\\/\\/allowed\\.example/` must not admit `http://allowed.example.evil.com`",
         ),
         Difference(
+            "ext_protocol",
+            DESIGN,
+            "The client offers `actioncable-v1-ext-json` (AnyCable's extension)",
+            "not supported: the next subprotocol offered is chosen",
+            "negotiated: `welcome` with `sid`, broadcasts with `stream_id`/`epoch`/`offset`, `history`, `ping`/`pong`",
+            "`@anycable/web` clients get missed broadcasts back after a reconnect, with no app change",
+        ),
+        Difference(
             "base_channel",
             VERSION,
             'Subscribe to `{"channel":"ActionCable::Channel::Base"}`',

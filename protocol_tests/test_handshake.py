@@ -16,12 +16,11 @@ from .conftest import ALLOWED_ORIGIN, Connect, Target
         (("actioncable-v1-json", "actioncable-unsupported"), "actioncable-v1-json"),
         (("actioncable-unsupported", "actioncable-v1-json"), "actioncable-unsupported"),
         (("actioncable-unsupported",), "actioncable-unsupported"),
-        (("actioncable-v1-ext-json", "actioncable-v1-json"), "actioncable-v1-json"),
         (("actioncable-v1-json", "actioncable-unsupported", "custom-token"), "actioncable-v1-json"),
         (("foo",), None),
         (None, None),
     ],
-    ids=["both", "client-order", "only-unsupported", "ext-then-v1", "with-custom-token", "only-unknown", "none"],
+    ids=["both", "client-order", "only-unsupported", "with-custom-token", "only-unknown", "none"],
 )
 async def test_subprotocol_is_the_first_client_offer_the_server_knows(
     connect: Connect, offered: tuple[str, ...] | None, chosen: str | None
@@ -32,6 +31,18 @@ async def test_subprotocol_is_the_first_client_offer_the_server_knows(
     assert client.ws.response is not None
     assert client.ws.response.headers.get("Sec-WebSocket-Protocol") == chosen
     assert await client.recv_raw() == '{"type":"welcome"}'
+
+
+@pytest.mark.differs("ext_protocol")
+async def test_anycable_extended_protocol(connect: Connect, rails_way: bool) -> None:
+    """Offered first, actioncable-v1-ext-json is chosen here (welcome with a sid); Rails picks v1-json."""
+    client = await connect(subprotocols=("actioncable-v1-ext-json", "actioncable-v1-json"), welcome=False)
+    welcome = await client.recv()
+    if rails_way:
+        assert client.ws.subprotocol == "actioncable-v1-json" and welcome == {"type": "welcome"}
+    else:
+        assert client.ws.subprotocol == "actioncable-v1-ext-json"
+        assert welcome["type"] == "welcome" and isinstance(welcome["sid"], str) and welcome["sid"]
 
 
 async def test_welcome_is_one_18_byte_text_frame(connect: Connect) -> None:

@@ -20,7 +20,6 @@ from .conftest import RunningServer, ServerFactory
         (("foo",), None),
         (("actioncable-unsupported",), "actioncable-unsupported"),
         (("actioncable-unsupported", "actioncable-v1-json"), "actioncable-unsupported"),
-        (("actioncable-v1-ext-json", "actioncable-v1-json"), "actioncable-v1-json"),
         (("actioncable-v1-json", "actioncable-unsupported", "custom-token"), "actioncable-v1-json"),
     ],
 )

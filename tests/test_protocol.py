@@ -18,6 +18,7 @@ from cable_server.errors import (
 )
 from cable_server.protocol import (
     PROTOCOL_UNSUPPORTED,
+    PROTOCOL_V1_EXT_JSON,
     PROTOCOL_V1_JSON,
     SUPPORTED_PROTOCOLS,
     WELCOME_FRAME,
@@ -58,9 +59,9 @@ def message(identifier: object, data: object) -> str:
 
 
 def test_server_protocol_list() -> None:
-    """The server supports Rails' list, in Rails' order: v1-json, then unsupported."""
-    assert SUPPORTED_PROTOCOLS == ("actioncable-v1-json", "actioncable-unsupported")
-    assert (PROTOCOL_V1_JSON, PROTOCOL_UNSUPPORTED) == SUPPORTED_PROTOCOLS
+    """The server supports Rails' list, in Rails' order (v1-json, then unsupported), and AnyCable's extension."""
+    assert SUPPORTED_PROTOCOLS == ("actioncable-v1-json", "actioncable-unsupported", "actioncable-v1-ext-json")
+    assert (PROTOCOL_V1_JSON, PROTOCOL_UNSUPPORTED, PROTOCOL_V1_EXT_JSON) == SUPPORTED_PROTOCOLS
 
 
 @pytest.mark.parametrize(
@@ -71,7 +72,7 @@ def test_server_protocol_list() -> None:
         (["foo"], None),
         (["actioncable-unsupported"], "actioncable-unsupported"),
         (["actioncable-unsupported", "actioncable-v1-json"], "actioncable-unsupported"),
-        (["actioncable-v1-ext-json", "actioncable-v1-json"], "actioncable-v1-json"),
+        (["actioncable-v1-ext-json", "actioncable-v1-json"], "actioncable-v1-ext-json"),
         (["actioncable-v1-json", "actioncable-unsupported", "custom-token"], "actioncable-v1-json"),
         (["custom-token", "actioncable-v1-json"], "actioncable-v1-json"),
         (["ACTIONCABLE-V1-JSON"], None),

@@ -1,0 +1,83 @@
+"""Recent broadcasts per stream with their offsets: AnyCable's reliable streams, in process.
+
+Streams are tracked once an extended-protocol client listens to them. Each broadcast on a
+tracked stream gets the next offset (from 1) under this process's ``epoch``; the last ``limit``
+are kept for ``ttl`` seconds, so a client that reconnects can ask for what came after the last
+offset it saw (or since a time). Offsets are per process: a client that reconnects to another
+process finds another epoch and is told the history is gone (``reject_history``).
+"""
+
+from __future__ import annotations
+
+import collections
+import secrets
+import time
+from collections.abc import Container
+from dataclasses import dataclass, field
+
+__all__ = ["Backlog", "HistoryGone"]
+
+
+class HistoryGone(Exception):
+    """The messages asked for are not here (another epoch, or evicted)."""
+
+
+@dataclass(slots=True)
+class _Stream:
+    next_offset: int = 1
+    touched: float = 0.0
+    # (offset, Unix time, encoded payload)
+    messages: collections.deque[tuple[int, float, str]] = field(default_factory=collections.deque)
+
+
+class Backlog:
+    def __init__(self, *, limit: int = 100, ttl: float = 300.0) -> None:
+        self.limit = limit
+        self.ttl = ttl
+        #: Changes when the process restarts: offsets from another epoch mean nothing here.
+        self.epoch = secrets.token_hex(2)
+        self._streams: dict[str, _Stream] = {}
+
+    def track(self, stream: str) -> None:
+        entry = self._streams.setdefault(stream, _Stream())
+        entry.touched = time.monotonic()
+
+    def tracked(self, stream: str) -> bool:
+        return stream in self._streams
+
+    def record(self, stream: str, payload: str) -> int | None:
+        """The offset of a broadcast on ``stream`` (``None`` when the stream is not tracked)."""
+        entry = self._streams.get(stream)
+        if entry is None:
+            return None
+        offset = entry.next_offset
+        entry.next_offset += 1
+        entry.touched = time.monotonic()
+        entry.messages.append((offset, time.time(), payload))
+        if len(entry.messages) > self.limit:
+            entry.messages.popleft()
+        return offset
+
+    def after(self, stream: str, epoch: str, offset: int) -> list[tuple[int, str]]:
+        """Messages after ``offset``; raises :class:`HistoryGone` if they cannot all be given."""
+        entry = self._streams.get(stream)
+        if entry is None or epoch != self.epoch or offset >= entry.next_offset:
+            raise HistoryGone(stream)
+        kept = [(o, payload) for o, _, payload in entry.messages if o > offset]
+        first = kept[0][0] if kept else entry.next_offset
+        if first != offset + 1:
+            raise HistoryGone(stream)
+        return kept
+
+    def since(self, stream: str, timestamp: int) -> list[tuple[int, str]]:
+        """Messages broadcast at or after the Unix time ``timestamp`` (none for an unknown stream)."""
+        entry = self._streams.get(stream)
+        return [(o, payload) for o, at, payload in entry.messages if at >= timestamp] if entry else []
+
+    def expire(self, live: Container[str] = ()) -> list[str]:
+        """Forget streams untouched for ``ttl`` seconds, except ``live`` ones; returns them."""
+        limit = time.monotonic() - self.ttl
+        expired = [s for s, entry in self._streams.items() if entry.touched < limit and s not in live]
+        for stream in expired:
+            del self._streams[stream]
+        return expired
