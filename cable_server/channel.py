@@ -233,8 +233,9 @@ class Channel:
 
     # --- driven by the session ------------------------------------------------------------
 
-    async def _subscribe(self) -> None:
-        """Run ``subscribed`` and answer with exactly one confirm or reject frame."""
+    async def _subscribe(self, *, confirm: bool = True) -> None:
+        """Run ``subscribed`` and answer with exactly one confirm or reject frame (no confirm
+        when ``confirm`` is false: a recovered session's client already counts it subscribed)."""
         await _call(self.subscribed)
         if not self._rejected:
             pending, self._pending = self._pending, []
@@ -244,7 +245,8 @@ class Channel:
             self._session.send(reject_frame(self.identifier))
             return
         self._confirmed = True
-        self._session.send(confirm_frame(self.identifier))
+        if confirm:
+            self._session.send(confirm_frame(self.identifier))
         early, self._early = self._early, []
         for deliver, payload in early:
             deliver(payload)

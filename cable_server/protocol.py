@@ -246,9 +246,14 @@ WELCOME_FRAME = '{"type":"welcome"}'
 PONG_FRAME = '{"type":"pong"}'
 
 
-def welcome_frame(sid: str | None = None) -> str:
-    """The welcome; an extended-protocol one carries the session id (``sid``)."""
-    return WELCOME_FRAME if sid is None else encoding.dumps({"type": "welcome", "sid": sid})
+def welcome_frame(sid: str | None = None, restored_ids: Sequence[str] | None = None) -> str:
+    """The welcome; an extended-protocol one carries the session id (``sid``), and after a
+    session recovery ``restored`` and the identifiers subscribed again (``restored_ids``)."""
+    if sid is None:
+        return WELCOME_FRAME
+    if restored_ids is None:
+        return encoding.dumps({"type": "welcome", "sid": sid})
+    return encoding.dumps({"type": "welcome", "sid": sid, "restored": True, "restored_ids": list(restored_ids)})
 
 
 def ping_frame(timestamp: int) -> str:
@@ -335,14 +340,16 @@ class ServerProtocol:
             return []
         return [event]
 
-    def accept(self, sid: str | None = None) -> tuple[str, list[Event]]:
-        """Authentication succeeded: return the welcome frame (with ``sid`` on the extended
-        protocol) and the commands buffered so far."""
+    def accept(self, sid: str | None = None, restored_ids: Sequence[str] | None = None) -> tuple[str, list[Event]]:
+        """Authentication succeeded (or a session was recovered, ``restored_ids``): return the
+        welcome frame (with ``sid`` on the extended protocol) and the commands buffered so far."""
         if self.state is not State.CONNECTING:
             raise RuntimeError(f"cannot accept a connection in state {self.state.value}")
         self.state = State.OPEN
         buffered, self._buffer = self._buffer, []
-        return welcome_frame(sid if self.extended else None), buffered
+        if not self.extended:
+            return WELCOME_FRAME, buffered
+        return welcome_frame(sid, restored_ids), buffered
 
     def reject(self) -> str:
         """Authentication failed: the unauthorized disconnect frame; nothing more is processed."""

@@ -26,6 +26,7 @@ from .handshake import origin_allowed
 from .naming import connection_identifier
 from .protocol import PROTOCOL_V1_EXT_JSON, DisconnectReason, ping_frame, select_subprotocol
 from .pubsub import MemoryBackend, PubSubBackend
+from .restore import SessionCache
 from .session import Session
 from .streams import StreamRouter
 
@@ -56,6 +57,8 @@ class CableServer:
         self.router = StreamRouter(pubsub or MemoryBackend())
         self.sessions: set[Session] = set()
         self.remote_connections = RemoteConnections(self)
+        #: Closed extended-protocol sessions a client may recover with ``?sid=``.
+        self.recoverable = SessionCache()
         self.app = app
         #: Services attached to this server by name (the chat service, say), like Flask's.
         self.extensions: dict[str, Any] = {}
@@ -147,6 +150,7 @@ class CableServer:
             for session in tuple(self.sessions):
                 session.send(frame)
             self.router.expire_backlog()
+            self.recoverable.expire()
 
     # --- ASGI -----------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from starlette.websockets import WebSocket
 
     from .protocol import Event
+    from .restore import Snapshot
     from .server import CableServer
 
 __all__ = ["Session"]
@@ -69,6 +70,8 @@ class Session:
         self._send = send
         #: ``extended``: AnyCable's actioncable-v1-ext-json was negotiated.
         self.protocol = ServerProtocol(extended=extended)
+        #: The extended protocol's session id, which a reconnecting client sends back as ``?sid=``.
+        self.sid = secrets.token_urlsafe(12)
         self.connection: Connection = server.connection_class(self)
         self.subscriptions = Subscriptions(self)
         self._outbox: collections.deque[str | _Close] = collections.deque()
@@ -133,8 +136,10 @@ class Session:
             await asyncio.gather(writer, return_exceptions=True)
 
     async def _open(self) -> bool:
+        restored = self._recover() if self.protocol.extended else None
         try:
-            await self.connection.connect()
+            if restored is None:
+                await self.connection.connect()
         except UnauthorizedError:
             logger.info("%s: connection rejected (unauthorized)", self.peer)
             self.send(self.protocol.reject())
@@ -146,7 +151,8 @@ class Session:
             logger.exception("%s: Connection.connect raised; closing with 1011", self.peer)
             self._close(_INTERNAL_ERROR)
             return False
-        welcome, buffered = self.protocol.accept(sid=secrets.token_urlsafe(12))
+        restored_ids = [identifier for identifier, _ in restored.subscriptions] if restored else None
+        welcome, buffered = self.protocol.accept(sid=self.sid, restored_ids=restored_ids)
         self.server.sessions.add(self)  # from now on a restart reaches it
         identifier = self.connection.connection_identifier
         if identifier:
@@ -162,7 +168,9 @@ class Session:
                 self._close(_INTERNAL_ERROR)
                 return False
         self.send(welcome)
-        logger.info("%s: connected %s", self.peer, identifier or "(anonymous)")
+        logger.info("%s: %s %s", self.peer, "restored" if restored else "connected", identifier or "(anonymous)")
+        for subscription, params in restored.subscriptions if restored else ():
+            await self._execute(Subscribe(subscription, params), confirm=False)
         for event in buffered:
             await self._execute(event)
         return True
@@ -180,13 +188,13 @@ class Session:
             for event in events:
                 await self._execute(event)
 
-    async def _execute(self, event: Event) -> None:
+    async def _execute(self, event: Event, *, confirm: bool = True) -> None:
         """Run one command; no error escapes, none is answered (as in Rails)."""
         try:
             if isinstance(event, ProtocolError):
                 raise event
             if isinstance(event, Subscribe):
-                await self.subscriptions.add(event)
+                await self.subscriptions.add(event, confirm=confirm)
                 if event.history is not None and event.identifier in self.subscriptions:
                     self.subscriptions.history(History(event.identifier, event.history))
             elif isinstance(event, Unsubscribe):
@@ -220,7 +228,20 @@ class Session:
         else:
             logger.error("%s: unknown internal message %r", self.peer, payload)
 
+    def _recover(self) -> Snapshot | None:
+        """AnyCable session recovery: the identity of the connection ``?sid=`` names, if kept."""
+        sid = self.websocket.query_params.get("sid") or self.websocket.headers.get("x-anycable-restore-sid")
+        snapshot = self.server.recoverable.take(sid)
+        if snapshot is not None:
+            for name, value in snapshot.identifiers.items():
+                setattr(self.connection, name, value)
+        return snapshot
+
     async def _cleanup(self) -> None:
+        if self.protocol.extended and self.protocol.state is State.OPEN and not self._closing:
+            connection = self.connection
+            identifiers = {name: getattr(connection, name, None) for name in connection.identified_by}
+            self.server.recoverable.save(self.sid, identifiers, self.subscriptions.snapshot())
         self.server.sessions.discard(self)
         if self.protocol.state is not State.CLOSED:
             self.protocol.close()

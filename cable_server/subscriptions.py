@@ -9,7 +9,7 @@ failed ``subscribed``: ``reject_subscription`` by default, so the client stops r
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .backlog import HistoryGone
 from .errors import UnknownChannel, UnknownSubscription
@@ -39,7 +39,11 @@ class Subscriptions:
     def identifiers(self) -> list[str]:
         return list(self._channels)
 
-    async def add(self, command: Subscribe) -> None:
+    def snapshot(self) -> list[tuple[str, dict[str, Any]]]:
+        """(identifier, params) of every subscription, for session recovery."""
+        return [(identifier, channel.params) for identifier, channel in self._channels.items()]
+
+    async def add(self, command: Subscribe, *, confirm: bool = True) -> None:
         """Subscribe; a second subscribe for a live identifier is ignored (never confirmed twice)."""
         if command.identifier in self._channels:
             logger.debug("already subscribed to %s", command.identifier)
@@ -54,7 +58,7 @@ class Subscriptions:
         # Registered before ``subscribed`` runs, so a duplicate sent meanwhile is ignored.
         self._channels[command.identifier] = channel
         try:
-            await channel._subscribe()
+            await channel._subscribe(confirm=confirm)
         except BaseException:
             await self._forget(channel, notify=not server.settings.rails_exact)
             raise

@@ -73,6 +73,13 @@ def test_the_backlog_gives_what_follows_an_offset_or_says_it_is_gone() -> None:
     assert backlog.since("nothing", 0) == []
 
 
+async def gone(server: RunningServer) -> None:
+    """Wait until the server has closed every session (and kept what a recovery needs)."""
+    async with asyncio.timeout(3):
+        while server.cable.sessions:
+            await asyncio.sleep(0.01)
+
+
 # --- over a socket --------------------------------------------------------------------------
 
 
@@ -174,3 +181,43 @@ async def test_anycable_web_gets_every_broadcast_across_a_cut_connection(server:
             assert process.stdin is not None
             process.stdin.close()
             await process.wait()
+
+
+async def test_a_session_is_recovered_with_its_sid(server: RunningServer) -> None:
+    """Reconnecting with ?sid=: welcome says restored, the subscription is back without a subscribe,
+    the identity is the old one (connect did not run again), and history fills the gap."""
+    url, origin = f"ws://127.0.0.1:{server.port}/cable", server.origin
+    client = await CableClient.connect(f"{url}?user=alice", origin=origin, subprotocols=EXT, welcome=False)
+    sid = (await client.recv())["sid"]
+    await client.subscribe(ECHO)
+    await server.cable.broadcast("echo_x", {"n": 1})
+    seen = await client.recv()
+    await client.close()
+    await gone(server)
+    await server.cable.broadcast("echo_x", {"n": 2})
+
+    again = await CableClient.connect(f"{url}?sid={sid}", origin=origin, subprotocols=EXT, welcome=False)
+    welcome = await again.recv()
+    assert welcome["restored"] is True and welcome["restored_ids"] == [ECHO] and welcome["sid"] != sid
+    position = {"echo_x": {"epoch": seen["epoch"], "offset": seen["offset"]}}
+    await again.send({"command": "history", "identifier": ECHO, "history": {"streams": position}})
+    assert (await again.recv())["message"] == {"n": 2}
+    assert (await again.recv())["type"] == "confirm_history"
+    await again.perform(ECHO, "ping_user")
+    assert (await again.recv())["message"] == {"user": "alice"}
+    await server.cable.broadcast("echo_x", {"n": 3})
+    assert (await again.recv())["message"] == {"n": 3}
+
+
+async def test_an_unknown_or_used_sid_gets_a_fresh_session(server: RunningServer) -> None:
+    """A sid restores once; an unknown one is a normal connection (connect runs, nothing restored)."""
+    url, origin = f"ws://127.0.0.1:{server.port}/cable", server.origin
+    first = await CableClient.connect(f"{url}?user=bob", origin=origin, subprotocols=EXT, welcome=False)
+    sid = (await first.recv())["sid"]
+    await first.close()
+    await gone(server)
+    restored = await CableClient.connect(f"{url}?sid={sid}", origin=origin, subprotocols=EXT, welcome=False)
+    assert (await restored.recv())["restored"] is True
+    for stale in (sid, "never-issued"):
+        fresh = await CableClient.connect(f"{url}?sid={stale}&user=carol", origin=origin, subprotocols=EXT, welcome=False)
+        assert "restored" not in await fresh.recv()
