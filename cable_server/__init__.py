@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import version as _version
 
+from .broadcaster import Broadcaster, SyncBroadcaster
 from .channel import Channel, rescue_from
 from .config import Settings
 from .connection import Connection
@@ -22,6 +23,7 @@ from .server import CableServer
 __version__ = _version("cable-server")
 
 __all__ = [
+    "Broadcaster",
     "CableError",
     "CableServer",
     "Channel",
@@ -34,6 +36,7 @@ __all__ = [
     "RedisBackend",
     "Settings",
     "SubscriptionError",
+    "SyncBroadcaster",
     "UnauthorizedError",
     "__version__",
     "rescue_from",

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
+from .broadcaster import SyncBroadcaster
 from .config import parse_origins
+from .errors import PubSubError
 from .pubsub import MemoryBackend, backend_from_url
 from .runner import run, run_workers
 from .server import CableServer
@@ -71,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("CABLE_CHANNEL_PREFIX"),
         help="Rails' channel_prefix: Redis channels are <prefix>:<broadcasting>",
     )
+    parser.add_argument(
+        "--broadcast-secret",
+        default=os.environ.get("CABLE_BROADCAST_SECRET"),
+        help="enable POST /_broadcast for callers sending 'Authorization: Bearer <secret>'",
+    )
     parser.add_argument("--workers", type=int, default=1, help="processes serving one port (needs --pubsub redis://...)")
     parser.add_argument("--fd", type=int, default=None, help=argparse.SUPPRESS)  # a worker's inherited socket
     parser.add_argument("--ping-interval", type=float, default=None, help="seconds between pings (default 3)")
@@ -86,8 +94,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def broadcast_command(argv: Sequence[str]) -> None:
+    """``cable-server broadcast STREAM JSON``: one broadcast to every server process, through Redis."""
+    parser = argparse.ArgumentParser(
+        prog="cable-server broadcast",
+        description="Broadcast one message to every cable-server (or Rails) process sharing a Redis, "
+        "as ActionCable.server.broadcast does.",
+    )
+    parser.add_argument("stream", help="the broadcasting name, e.g. chat_lobby")
+    parser.add_argument("message", help='the message as JSON, e.g. \'{"text":"hi"}\' or \'"a string"\'')
+    parser.add_argument("--pubsub", default=os.environ.get("CABLE_PUBSUB_URL"), metavar="URL", help="redis://host:port/db")
+    parser.add_argument("--channel-prefix", default=os.environ.get("CABLE_CHANNEL_PREFIX"))
+    args = parser.parse_args(argv)
+    if not args.pubsub:
+        raise SystemExit("cable-server broadcast: needs --pubsub redis://... (or CABLE_PUBSUB_URL)")
+    try:
+        message = json.loads(args.message)
+    except ValueError as exc:
+        raise SystemExit(f"cable-server broadcast: MESSAGE is not JSON ({exc}); quote strings: '\"hi\"'") from None
+    try:
+        with SyncBroadcaster(args.pubsub, channel_prefix=args.channel_prefix) as cable:
+            listeners = cable.broadcast(args.stream, message)
+    except PubSubError as exc:
+        raise SystemExit(f"cable-server broadcast: {exc}") from None
+    print(f"broadcast to {args.stream!r}: {listeners} server process(es) listening")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["broadcast"]:
+        broadcast_command(arguments[1:])
+        return
     args = build_parser().parse_args(arguments)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Factories (and the chat service) read these too, e.g. to keep chat history in the same Redis.
@@ -128,7 +165,7 @@ def configure(cable: CableServer, args: argparse.Namespace) -> None:
             changes["disable_origin_check"] = True
         else:
             changes["allowed_origins"] = parse_origins(origins)
-    for name in ("ping_interval", "rails_exact", "per_message_deflate"):
+    for name in ("ping_interval", "rails_exact", "per_message_deflate", "broadcast_secret"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     cable.settings = dataclasses.replace(cable.settings, **changes)  # type: ignore[arg-type]

@@ -34,6 +34,9 @@ class Settings:
     rails_exact: bool = False
     #: Negotiate permessage-deflate (Rails never does; it costs memory per connection).
     per_message_deflate: bool = False
+    #: Set to enable ``POST <broadcast_path>`` with ``Authorization: Bearer <secret>``.
+    broadcast_secret: str | None = None
+    broadcast_path: str = "/_broadcast"
 
 
 def parse_origins(values: Sequence[str]) -> tuple[OriginRule, ...]:

@@ -23,6 +23,7 @@ from .channel import Channel
 from .config import Settings
 from .connection import Connection
 from .handshake import origin_allowed
+from .http_broadcast import BroadcastEndpoint
 from .naming import connection_identifier
 from .protocol import PROTOCOL_V1_EXT_JSON, DisconnectReason, ping_frame, select_subprotocol
 from .pubsub import MemoryBackend, PubSubBackend
@@ -159,6 +160,9 @@ class CableServer:
             await self._lifespan(receive, send)
             return
         path: str = scope.get("path", "")
+        if self.settings.broadcast_secret and scope["type"] == "http" and path == self.settings.broadcast_path:
+            await BroadcastEndpoint(self, self.settings.broadcast_secret)(scope, receive, send)
+            return
         mount = self.settings.path.rstrip("/")
         if path == mount or path.startswith(mount + "/"):
             await self.endpoint(scope, receive, send)

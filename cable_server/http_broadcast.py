@@ -1,0 +1,58 @@
+"""``POST /_broadcast``: broadcasting over HTTP for producers that are not Python (off by default).
+
+Enabled by ``Settings.broadcast_secret``; callers send ``Authorization: Bearer <secret>`` and a
+JSON body ``{"stream": "...", "data": ...}`` or a list of them. The answer is ``{"broadcasts": n}``.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
+
+from .errors import PubSubError
+
+if TYPE_CHECKING:
+    from .server import CableServer
+
+__all__ = ["BroadcastEndpoint"]
+
+MAX_BODY = 1 << 20
+
+
+def _refuse(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class BroadcastEndpoint:
+    def __init__(self, server: CableServer, secret: str) -> None:
+        self.server = server
+        self._expected = f"Bearer {secret}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self._handle(Request(scope, receive))
+        await response(scope, receive, send)
+
+    async def _handle(self, request: Request) -> JSONResponse:
+        if request.method != "POST":
+            return _refuse(405, "use POST")
+        if not hmac.compare_digest(request.headers.get("authorization", "").encode(), self._expected):
+            return _refuse(401, "missing or wrong bearer secret")
+        if int(request.headers.get("content-length") or 0) > MAX_BODY:
+            return _refuse(413, f"body over {MAX_BODY} bytes")
+        try:
+            body: Any = await request.json()
+        except ValueError:
+            return _refuse(400, "body is not JSON")
+        items = body if isinstance(body, list) else [body]
+        if not items or not all(isinstance(i, dict) and isinstance(i.get("stream"), str) and "data" in i for i in items):
+            return _refuse(400, 'expected {"stream": "<name>", "data": <JSON>} or a list of them')
+        try:
+            for item in items:
+                await self.server.broadcast(item["stream"], item["data"])
+        except PubSubError as exc:
+            return _refuse(503, str(exc))
+        return JSONResponse({"broadcasts": len(items)})
