@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from .cable import CableTester, TestClient, TestSubscription
 from .fake_openai import FakeOpenAI, Reply
 from .redis_server import RedisServer
 
-__all__ = ["FakeOpenAI", "RedisServer", "Reply"]
+__all__ = ["CableTester", "FakeOpenAI", "RedisServer", "Reply", "TestClient", "TestSubscription"]
