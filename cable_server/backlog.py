@@ -31,6 +31,8 @@ class _Stream:
 
 
 class Backlog:
+    """Per-stream offsets and recent broadcasts of this process (``epoch``), for ``history`` requests."""
+
     def __init__(self, *, limit: int = 100, ttl: float = 300.0) -> None:
         self.limit = limit
         self.ttl = ttl
@@ -39,10 +41,12 @@ class Backlog:
         self._streams: dict[str, _Stream] = {}
 
     def track(self, stream: str) -> None:
+        """Start (or keep) recording ``stream``: an extended-protocol client listens to it."""
         entry = self._streams.setdefault(stream, _Stream())
         entry.touched = time.monotonic()
 
     def tracked(self, stream: str) -> bool:
+        """Whether broadcasts on ``stream`` get offsets and are kept."""
         return stream in self._streams
 
     def record(self, stream: str, payload: str) -> int | None:

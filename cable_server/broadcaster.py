@@ -61,6 +61,7 @@ class Broadcaster(_Format):
         return await self.broadcast(self.internal(identifiers), {"type": "disconnect", "reconnect": reconnect})
 
     async def aclose(self) -> None:
+        """Close the Redis connection pool."""
         await self._redis.aclose()
 
     async def __aenter__(self) -> Broadcaster:
@@ -78,15 +79,21 @@ class SyncBroadcaster(_Format):
         self._redis = redis.Redis.from_url(url, socket_connect_timeout=5)
 
     def broadcast(self, broadcasting: str, message: Any) -> int:
+        """Send ``message`` to every subscriber of ``broadcasting``; returns how many server processes got it.
+
+        Raises :class:`PubSubError` when Redis cannot be reached.
+        """
         try:
             return int(self._redis.publish(self.channel(broadcasting), encoding.dumps(message)))
         except _FAILURES as exc:
             raise PubSubError(f"cannot publish to {broadcasting!r}: {exc}") from exc
 
     def disconnect(self, *, reconnect: bool = True, **identifiers: Any) -> int:
+        """Close the connections with these identifiers, in every process (Rails' remote_connections)."""
         return self.broadcast(self.internal(identifiers), {"type": "disconnect", "reconnect": reconnect})
 
     def close(self) -> None:
+        """Close the Redis connection pool."""
         self._redis.close()
 
     def __enter__(self) -> SyncBroadcaster:

@@ -138,10 +138,12 @@ class Channel:
 
     @property
     def connection(self) -> Connection:
+        """The connection this subscription belongs to (its identifiers are readable on the channel too)."""
         return self._session.connection
 
     @property
     def server(self) -> CableServer:
+        """The server: ``self.server.broadcast(...)`` reaches every subscriber in every process."""
         return self._session.server
 
     def transmit(self, data: Any) -> None:
@@ -184,13 +186,16 @@ class Channel:
         self.stream_from(self.broadcasting_for(model), callback)
 
     def stop_stream_from(self, broadcasting: str) -> None:
+        """Stop delivering broadcasts on ``broadcasting`` to this subscription."""
         for listener in self._streams.pop(broadcasting, []):
             self.server.router.remove(broadcasting, listener)
 
     def stop_stream_for(self, model: Any) -> None:
+        """:meth:`stop_stream_from` the broadcasting of ``model`` on this channel."""
         self.stop_stream_from(self.broadcasting_for(model))
 
     def stop_all_streams(self) -> None:
+        """Stop every stream of this subscription (it stays subscribed)."""
         for broadcasting in list(self._streams):
             self.stop_stream_from(broadcasting)
 

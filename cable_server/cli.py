@@ -121,6 +121,7 @@ def broadcast_command(argv: Sequence[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run ``cable-server`` with ``argv`` (default: the process's arguments)."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["broadcast"]:
         broadcast_command(arguments[1:])

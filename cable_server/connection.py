@@ -65,6 +65,7 @@ class Connection:
 
     @property
     def server(self) -> CableServer:
+        """The server this connection belongs to."""
         return self._session.server
 
     @property

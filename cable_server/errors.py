@@ -49,22 +49,32 @@ class ProtocolError(CableError):
 
 
 class MalformedFrame(ProtocolError):
+    """A frame that is not a JSON object."""
+
     pass
 
 
 class BinaryFrame(ProtocolError):
+    """A binary WebSocket frame: ignored, as Rails does."""
+
     pass
 
 
 class UnknownCommand(ProtocolError):
+    """A frame whose ``command`` is not one the protocol knows."""
+
     pass
 
 
 class InvalidIdentifier(ProtocolError):
+    """An identifier that is not a JSON object string with a string ``channel``."""
+
     pass
 
 
 class InvalidCommandData(ProtocolError):
+    """A ``message`` command whose ``data`` is not a JSON object string."""
+
     pass
 
 
@@ -73,14 +83,20 @@ class SubscriptionError(CableError):
 
 
 class UnknownSubscription(SubscriptionError):
+    """A command for an identifier that is not subscribed on this connection."""
+
     pass
 
 
 class UnknownChannel(SubscriptionError):
+    """A ``subscribe`` naming no registered channel."""
+
     pass
 
 
 class UnknownAction(SubscriptionError):
+    """A ``message`` naming an action the channel does not have."""
+
     pass
 
 

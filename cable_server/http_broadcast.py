@@ -28,6 +28,8 @@ def _refuse(status: int, message: str) -> JSONResponse:
 
 
 class BroadcastEndpoint:
+    """The ASGI endpoint; refuses (401) any request without the exact bearer secret."""
+
     def __init__(self, server: CableServer, secret: str) -> None:
         self.server = server
         self._expected = f"Bearer {secret}".encode()

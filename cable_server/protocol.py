@@ -117,6 +117,7 @@ class Subscribe:
 
     @property
     def channel(self) -> str:
+        """The channel name the client asked for."""
         return str(self.params["channel"])
 
 
@@ -140,6 +141,7 @@ class Perform:
 
     @property
     def action(self) -> str | None:
+        """The action to run, ``None`` when the client named none (``receive``)."""
         action = self.data.get("action")
         return action if isinstance(action, str) and action else None
 
@@ -266,10 +268,12 @@ def _identifier_json(identifier: str) -> str:
 
 
 def confirm_frame(identifier: str) -> str:
+    """``{"identifier":...,"type":"confirm_subscription"}``."""
     return f'{{"identifier":{_identifier_json(identifier)},"type":"confirm_subscription"}}'
 
 
 def reject_frame(identifier: str) -> str:
+    """``{"identifier":...,"type":"reject_subscription"}``."""
     return f'{{"identifier":{_identifier_json(identifier)},"type":"reject_subscription"}}'
 
 
@@ -303,6 +307,8 @@ def disconnect_frame(reason: DisconnectReason | None, *, reconnect: bool) -> str
 
 
 class State(enum.Enum):
+    """Where a connection is in its life."""
+
     CONNECTING = "connecting"  # upgrade accepted, Connection.connect() not finished
     OPEN = "open"  # welcome sent
     CLOSED = "closed"  # rejected, disconnected or closed: nothing more is processed
@@ -357,5 +363,6 @@ class ServerProtocol:
         return disconnect_frame(DisconnectReason.UNAUTHORIZED, reconnect=False)
 
     def close(self) -> None:
+        """The connection is closing: ignore every later frame."""
         self.state = State.CLOSED
         self._buffer.clear()

@@ -25,11 +25,14 @@ class Snapshot:
 
 
 class SessionCache:
+    """Snapshots of closed extended-protocol connections, by sid, for ``ttl`` seconds."""
+
     def __init__(self, ttl: float = 300.0) -> None:
         self.ttl = ttl
         self._snapshots: dict[str, Snapshot] = {}
 
     def save(self, sid: str, identifiers: dict[str, Any], subscriptions: list[tuple[str, dict[str, Any]]]) -> None:
+        """Keep what recovering ``sid`` needs: the identifiers and the subscriptions."""
         self._snapshots[sid] = Snapshot(identifiers, subscriptions, time.monotonic() + self.ttl)
 
     def take(self, sid: str | None) -> Snapshot | None:
@@ -38,6 +41,7 @@ class SessionCache:
         return self._snapshots.pop(sid, None) if sid else None
 
     def expire(self) -> None:
+        """Forget snapshots older than ``ttl``."""
         now = time.monotonic()
         for sid in [sid for sid, snapshot in self._snapshots.items() if snapshot.expires < now]:
             del self._snapshots[sid]

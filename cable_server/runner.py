@@ -24,11 +24,14 @@ __all__ = ["CableUvicornServer", "config_for", "run", "run_workers"]
 
 
 class CableUvicornServer(uvicorn.Server):
+    """uvicorn's server, draining the cable (``server_restart`` to every client) before it shuts down."""
+
     def __init__(self, config: uvicorn.Config, cable: CableServer) -> None:
         super().__init__(config)
         self.cable = cable
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Stop accepting, tell every client the server restarts, wait for them, then shut down."""
         for server in self.servers:
             server.close()  # no new connections while the old ones drain
         await self.cable.drain()

@@ -101,6 +101,7 @@ class CableServer:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start the pub/sub and the heartbeat (the ASGI lifespan does it when served)."""
         await self.router.start()
         self._heartbeat = asyncio.ensure_future(self._beat())
 
@@ -211,6 +212,7 @@ class RemoteConnections:
         self._server = server
 
     def where(self, **identifiers: Any) -> RemoteConnection:
+        """The connections identified by these values (every one of ``identified_by`` you name)."""
         unknown = set(identifiers) - set(self._server.connection_class.identified_by)
         if unknown or not identifiers:
             raise ValueError(f"not identifiers of {self._server.connection_class.__name__}: {sorted(unknown)}")
@@ -218,6 +220,8 @@ class RemoteConnections:
 
 
 class RemoteConnection:
+    """The connections of some identifiers, in any process; see :meth:`disconnect`."""
+
     def __init__(self, server: CableServer, identifiers: dict[str, Any]) -> None:
         self._server = server
         self.identifiers = identifiers

@@ -61,6 +61,8 @@ _INTERNAL_ERROR: Final = _Close(1011)
 
 
 class Session:
+    """One accepted WebSocket: reads commands in order, writes frames from a bounded queue."""
+
     def __init__(
         self, server: CableServer, websocket: WebSocket, receive: Receive, send: Send, *, extended: bool = False
     ) -> None:

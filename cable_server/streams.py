@@ -56,9 +56,11 @@ class StreamRouter:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        """Start the backend, delivering to :meth:`dispatch`."""
         await self.backend.start(self.dispatch)
 
     async def stop(self) -> None:
+        """Forget every stream and stop the backend."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -25,6 +25,8 @@ logger = logging.getLogger("cable_server.subscriptions")
 
 
 class Subscriptions:
+    """The subscriptions of one connection, keyed by identifier string."""
+
     def __init__(self, session: Session) -> None:
         self._session = session
         self._channels: dict[str, Channel] = {}
@@ -37,6 +39,7 @@ class Subscriptions:
 
     @property
     def identifiers(self) -> list[str]:
+        """The subscribed identifiers, in subscription order."""
         return list(self._channels)
 
     def snapshot(self) -> list[tuple[str, dict[str, Any]]]:
@@ -72,6 +75,7 @@ class Subscriptions:
         await channel._unsubscribe()
 
     async def perform(self, command: Perform) -> None:
+        """Run the action of a ``message`` command on its subscription."""
         await self._find(command.identifier)._perform(command.data)
 
     async def unsubscribe_all(self) -> None:

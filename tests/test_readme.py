@@ -16,11 +16,17 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 BLOCKS = re.findall(r"^```(\w*)\n(.*?)^```", README, flags=re.S | re.M)
 
 
-def example_cable() -> CableServer:
-    """Execute the README's first Python block as a module and return its ``cable``."""
+def example_module() -> types.ModuleType:
+    """Execute the README's first Python block as a module."""
     source = next(body for language, body in BLOCKS if language == "python")
     module = types.ModuleType("chat")
     exec(compile(source, "README.md", "exec"), module.__dict__)
+    return module
+
+
+def example_cable() -> CableServer:
+    """The README example's ``cable``, with short timings for tests."""
+    module = example_module()
     cable = module.cable
     assert isinstance(cable, CableServer)
     cable.settings = Settings(ping_interval=0.5, shutdown_timeout=1.0)
@@ -72,3 +78,12 @@ def test_compatibility_tables_are_the_generated_ones() -> None:
     """The README's difference tables are exactly what protocol_tests/differences.py renders."""
     for kind in (DESIGN, VERSION):
         assert markdown(kind) in README
+
+
+async def test_the_testing_example_passes_against_the_example_channel() -> None:
+    """The "Testing your channels" block, run against the README's own RoomChannel."""
+    source = next(body for language, body in BLOCKS if language == "python" and "CableTester" in body)
+    module = types.ModuleType("chat_tests")
+    module.__dict__.update(vars(example_module()))
+    exec(compile(source, "README.md", "exec"), module.__dict__)
+    await module.test_speak_is_broadcast_to_the_room()

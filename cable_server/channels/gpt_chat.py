@@ -43,6 +43,7 @@ class GptChatChannel(Channel):
 
     @property
     def chat(self) -> ChatService:
+        """The server's chat service (installed from the environment on first use)."""
         return ChatService.of(self.server)
 
     def owner(self) -> str | None:

@@ -36,6 +36,8 @@ logger = logging.getLogger("cable_server.demo")
 
 
 class DemoConnection(Connection):
+    """Identified by ``?name=`` (else a random guest name): enough for a demo, not authentication."""
+
     identified_by = ("current_user",)
 
     async def connect(self) -> None:
@@ -55,6 +57,7 @@ class ChatChannel(Channel):
         self.transmit({"system": f"you are {self.current_user}"})
 
     async def speak(self, data: dict[str, Any]) -> None:
+        """Broadcast ``text`` to the room, signed with the speaker's connection identity."""
         text = data.get("text")
         if isinstance(text, str) and text.strip():
             await self.server.broadcast(f"chat_{self.params['room']}", {"user": self.current_user, "text": text})
@@ -64,9 +67,11 @@ class EchoChannel(Channel):
     """Sends back whatever it is given."""
 
     def echo(self, data: dict[str, Any]) -> None:
+        """Transmit ``data`` back, action included."""
         self.transmit(data)
 
     def receive(self, data: dict[str, Any]) -> None:
+        """Transmit ``{"received": data}`` back (a ``send()`` without an action)."""
         self.transmit({"received": data})
 
 
@@ -82,6 +87,7 @@ def built_frontend() -> Path | None:
 
 
 def create_app(chat_settings: ChatSettings | None = None) -> CableServer:
+    """The demo server: GptChatChannel (model from the environment), ChatChannel and EchoChannel, and the chat page."""
     routes: list[BaseRoute] = [Route("/plain", _index)]
     frontend = built_frontend()
     if frontend is None:

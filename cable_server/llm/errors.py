@@ -13,6 +13,8 @@ __all__ = ["ErrorCategory", "GenerationError", "classify"]
 
 
 class ErrorCategory(enum.StrEnum):
+    """What went wrong, as the ``error.category`` of an ``error`` frame."""
+
     #: The request itself was refused before reaching the model (empty or too long prompt).
     INVALID_REQUEST = "invalid_request"
     #: The room already has a generation running.
@@ -48,6 +50,7 @@ class GenerationError(CableError):
         self.message = message
 
     def as_dict(self) -> dict[str, str]:
+        """``{"category": ..., "message": ...}``, the ``error`` of an ``error`` frame."""
         return {"category": self.category.value, "message": self.message}
 
 

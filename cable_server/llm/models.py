@@ -40,6 +40,8 @@ class Delta:
 
 
 class ChatModel(abc.ABC):
+    """A source of streamed answers: the SDK, the offline model, or your own."""
+
     #: Logged with every generation.
     name: str
 

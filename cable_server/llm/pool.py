@@ -26,6 +26,8 @@ class _Waiter:
 
 
 class GenerationPool:
+    """``limit`` slots, handed out first come first served; at most ``max_waiting`` wait."""
+
     def __init__(self, limit: int, max_waiting: int) -> None:
         if limit < 1:
             raise ValueError("a generation pool needs at least one slot")
@@ -36,6 +38,7 @@ class GenerationPool:
 
     @property
     def waiting(self) -> int:
+        """How many generations wait for a slot."""
         return len(self._waiting)
 
     @contextlib.asynccontextmanager

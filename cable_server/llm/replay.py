@@ -33,6 +33,8 @@ class Replay:
 
 
 class FrameStore(abc.ABC):
+    """Where generation frames are kept for ``resume``: bounded per generation, expiring."""
+
     def __init__(self, *, ttl: float = 300.0, max_frames: int = 20_000) -> None:
         self.ttl = ttl
         self.max_frames = max_frames

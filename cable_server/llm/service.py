@@ -70,6 +70,7 @@ class Generation:
 
     @property
     def answer(self) -> str:
+        """The text streamed so far."""
         return "".join(self.text)
 
 
@@ -185,6 +186,7 @@ class ChatService:
     # --- who listens ----------------------------------------------------------------------
 
     def joined(self, room: str) -> None:
+        """A subscriber joined ``room``: a pending orphan cancellation of its generation is called off."""
         self._listeners[room] += 1
         timer = self._orphan_timers.pop(room, None)
         if timer is not None:

@@ -23,6 +23,7 @@ class SSEDecoder:
         self._data: list[bytes] = []
 
     def feed(self, chunk: bytes) -> list[bytes]:
+        """Add received bytes; returns the data of each event they complete, in order."""
         lines = (self._pending + chunk).split(b"\n")
         self._pending = lines.pop()
         events: list[bytes] = []

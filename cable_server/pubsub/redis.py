@@ -51,6 +51,8 @@ def redacted(url: str) -> str:
 
 
 class RedisBackend(PubSubBackend):
+    """The Redis pub/sub at ``url``, with Rails' ``channel_prefix``; see the module docstring."""
+
     def __init__(
         self,
         url: str = "redis://localhost:6379/0",
@@ -72,6 +74,7 @@ class RedisBackend(PubSubBackend):
         self._connected = asyncio.Event()
 
     def redis_channel(self, broadcasting: str) -> str:
+        """The Redis channel of ``broadcasting``: ``<prefix>:<broadcasting>``, bare without a prefix."""
         return f"{self.channel_prefix}:{broadcasting}" if self.channel_prefix else broadcasting
 
     def _broadcasting(self, channel: str) -> str | None:

@@ -193,6 +193,7 @@ class TestClient:
             "state": {},
         }
         self._incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._idle = asyncio.Event()
         self._outgoing: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.accepted = False
@@ -205,7 +206,11 @@ class TestClient:
     # --- ASGI side ------------------------------------------------------------------------
 
     async def _receive(self) -> dict[str, Any]:
-        return await self._incoming.get()
+        # The session asks for the next message only once it has run the previous one.
+        self._idle.set()
+        message = await self._incoming.get()
+        self._idle.clear()
+        return message
 
     async def _send(self, message: MutableMapping[str, Any]) -> None:
         await self._outgoing.put(dict(message))
@@ -236,6 +241,7 @@ class TestClient:
 
     @property
     def session(self) -> Session:
+        """The server-side session of this connection (raises ``LookupError`` once closed)."""
         for session in self.tester.server.sessions:
             if session.websocket.scope is self.scope:
                 return session
@@ -247,7 +253,12 @@ class TestClient:
         return self.session.connection
 
     async def send(self, frame: dict[str, Any]) -> None:
+        """Send a command and return once the server has run it (as Rails' test cases do);
+        work an action hands to a task (``start_task``) may still be going on."""
+        self._idle.clear()
         await self._incoming.put({"type": "websocket.receive", "text": json.dumps(frame)})
+        async with asyncio.timeout(5):
+            await self._idle.wait()
 
     async def receive(self, timeout: float = 2.0) -> Any:
         """The next frame the server sent (pings skipped); ``None`` once the socket is closed."""
@@ -277,6 +288,7 @@ class TestClient:
             subscription.transmissions.append(frame.get("message"))
 
     async def close(self) -> None:
+        """Close the connection as a browser would, and wait for the server to clean up."""
         if self._task is not None and not self._task.done():
             await self._incoming.put({"type": "websocket.disconnect", "code": 1000})
             await asyncio.wait([self._task], timeout=2)
@@ -298,6 +310,7 @@ class TestSubscription:
 
     @property
     def rejected(self) -> bool:
+        """The server answered ``reject_subscription``."""
         return not self.confirmed
 
     @property

@@ -70,10 +70,12 @@ class Reply:
 
     @classmethod
     def error(cls, status: int, message: str, code: str | None = None) -> Reply:
+        """An answer with HTTP ``status`` and OpenAI's error body."""
         return cls(status=status, error_message=message, error_code=code)
 
     @property
     def text(self) -> str:
+        """The whole answer: the chunks joined."""
         return "".join(self.chunks)
 
 
@@ -93,6 +95,7 @@ class Request:
 
     @property
     def messages(self) -> list[dict[str, Any]]:
+        """The ``messages`` of the request body."""
         messages: list[dict[str, Any]] = self.body.get("messages", [])
         return messages
 
@@ -131,6 +134,7 @@ class FakeOpenAI:
 
     @property
     def url(self) -> str:
+        """The ``base_url`` to give the SDK (``http://host:port/v1``)."""
         return f"http://{self.host}:{self.port}/v1"
 
     def push(self, *replies: Reply) -> None:
@@ -138,11 +142,13 @@ class FakeOpenAI:
         self._queued.extend(replies)
 
     async def start(self) -> FakeOpenAI:
+        """Listen (on a free port unless one was given)."""
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
     async def stop(self) -> None:
+        """Close every connection and stop listening."""
         if self._server is not None:
             self._server.close()
             for writer in self._connections:
@@ -158,6 +164,7 @@ class FakeOpenAI:
         await self.stop()
 
     async def wait_for_requests(self, count: int, timeout: float = 5.0) -> list[Request]:
+        """Wait until ``count`` requests arrived; returns all of them."""
         async with asyncio.timeout(timeout):
             while len(self.requests) < count:
                 await asyncio.sleep(0.005)
