@@ -23,6 +23,9 @@ class Settings:
     disable_origin_check: bool = False
     #: Seconds between heartbeat pings (Rails: 3; clients call a connection stale after 6).
     ping_interval: float = 3.0
+    #: Largest frame a client may send; a bigger one closes its connection with 1009 (Rails'
+    #: websocket-driver allows 64 MiB; an ActionCable command is rarely over a few KiB).
+    max_frame_bytes: int = 1 << 20
     #: Frames queued for one client before it is disconnected as too slow.
     max_queued_frames: int = 10_000
     #: Seconds to wait for queued frames and the close handshake when closing a connection.

@@ -53,6 +53,7 @@ def config_for(
         lifespan="on",
         ws="websockets-sansio",
         ws_per_message_deflate=cable.settings.per_message_deflate,
+        ws_max_size=cable.settings.max_frame_bytes,
         timeout_graceful_shutdown=max(1, round(cable.settings.shutdown_timeout)),
         **options,
     )

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from protocol_tests.client import CableClient, ident
+from protocol_tests.client import CableClient, closed_with, ident
 
-from .conftest import RunningServer
+from .conftest import RunningServer, ServerFactory
 
 ECHO = ident("EchoChannel", room="f")
 
@@ -60,13 +60,32 @@ async def test_binary_frames_are_ignored(client: CableClient) -> None:
 
 
 async def test_large_and_fragmented_frames_are_handled(client: CableClient) -> None:
-    """A 1 MiB payload round-trips, and a command split over many fragments is reassembled."""
-    big = "x" * (1024 * 1024)
+    """A payload just under the 1 MiB frame limit round-trips; a command split over many fragments is reassembled."""
+    big = "x" * (1024 * 1024 - 1024)
     await client.perform(ECHO, "echo", big=big)
     assert (await client.recv(timeout=10))["message"]["big"] == big
     frame = '{"command":"message","identifier":' + json.dumps(ECHO) + ',"data":"{\\"action\\":\\"echo\\",\\"f\\":1}"}'
     await client.ws.send([frame[i : i + 7] for i in range(0, len(frame), 7)])
     assert (await client.recv())["message"] == {"action": "echo", "f": 1}
+
+
+async def test_a_frame_over_the_size_limit_closes_only_that_connection(server: RunningServer, client: CableClient) -> None:
+    """One byte over max_frame_bytes (1 MiB): that connection is closed with 1009; another one carries on."""
+    bystander = await server.client()
+    await bystander.subscribe(ECHO)
+    frame = '{"command":"message","identifier":' + json.dumps(ECHO) + ',"data":"' + "x" * (1 << 20) + '"}'
+    await client.ws.send(frame[: (1 << 20) + 1])
+    assert await closed_with(client) == 1009
+    await assert_alive(bystander)
+
+
+async def test_the_frame_size_limit_is_a_setting(serve: ServerFactory) -> None:
+    server = await serve(max_frame_bytes=4 << 20)
+    client = await server.client()
+    await client.subscribe(ECHO)
+    big = "x" * (2 << 20)
+    await client.perform(ECHO, "echo", big=big)
+    assert (await client.recv(timeout=10))["message"]["big"] == big
 
 
 async def test_client_close_code_and_reason_are_echoed(client: CableClient) -> None:
