@@ -26,8 +26,14 @@ class Settings:
     #: Largest frame a client may send; a bigger one closes its connection with 1009 (Rails'
     #: websocket-driver allows 64 MiB; an ActionCable command is rarely over a few KiB).
     max_frame_bytes: int = 1 << 20
-    #: Frames queued for one client before it is disconnected as too slow.
-    max_queued_frames: int = 10_000
+    #: Bytes of frames waiting for one client (it stopped reading) before it is disconnected
+    #: as ``too_slow`` (AnyCable's reason; the client reconnects and can resume).
+    max_send_buffer: int = 1 << 20
+    #: Seconds unacknowledged data may stay in flight before the kernel drops a connection (Linux
+    #: ``TCP_USER_TIMEOUT``). With a ping every ``ping_interval`` there always is data in flight,
+    #: so a client that vanished without closing is gone after this long, without a WebSocket
+    #: ping/pong per connection. ``None``: the system default (about 15 minutes).
+    dead_peer_timeout: float | None = 30.0
     #: Seconds to wait for queued frames and the close handshake when closing a connection.
     close_timeout: float = 5.0
     #: Seconds graceful shutdown waits for clients to close after ``server_restart``.

@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 
 from .server import CableServer
+from .uvicorn_ws import protocol_class
 
 __all__ = ["CableUvicornServer", "config_for", "run", "run_workers"]
 
@@ -51,7 +52,8 @@ def config_for(
         port=port,
         log_level=log_level,
         lifespan="on",
-        ws="websockets-sansio",
+        ws=protocol_class(tcp_user_timeout=cable.settings.dead_peer_timeout),
+        ws_ping_interval=None,  # the cable pings; dead peers are found by dead_peer_timeout
         ws_per_message_deflate=cable.settings.per_message_deflate,
         ws_max_size=cable.settings.max_frame_bytes,
         timeout_graceful_shutdown=max(1, round(cable.settings.shutdown_timeout)),

@@ -1,9 +1,11 @@
 """One WebSocket connection: the I/O around :class:`~cable_server.protocol.ServerProtocol`.
 
 Per connection there is one reader (the ASGI task itself, which executes commands strictly in
-arrival order) and one writer task draining a bounded queue of frames, so that a broadcast
-never waits on a socket and each client receives frames in the order they were produced.
-Everything a session starts ends with it.
+arrival order). Frames go out in the order they were produced, and a broadcast never waits on
+a socket: served by :class:`~cable_server.uvicorn_ws.CableWebSocketProtocol`, a frame is
+written to the transport at once (``DirectWriter``); under any other ASGI server, a writer
+task drains a queue of frames through ASGI ``send``. Either way the bytes waiting for one
+client are bounded (``max_send_buffer``). Everything a session starts ends with it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .protocol import (
 )
 from .streams import Listener
 from .subscriptions import Subscriptions
+from .uvicorn_ws import DIRECT_WRITE, DirectWriter
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Send
@@ -60,8 +63,48 @@ _NORMAL: Final = _Close(1000)
 _INTERNAL_ERROR: Final = _Close(1011)
 
 
+class _FrameQueue:
+    """Frames through ASGI ``send`` in order, by one task (when the server has no direct writer)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._frames: collections.deque[str | _Close] = collections.deque()
+        self._queued = 0  # characters waiting
+        self._wakeup = asyncio.Event()
+        self.task = asyncio.ensure_future(self._run())
+
+    def put(self, frame: str | _Close) -> int:
+        """Queue ``frame`` (or the close); returns the characters now waiting."""
+        self._frames.append(frame)
+        if isinstance(frame, str):
+            self._queued += len(frame)
+        self._wakeup.set()
+        return self._queued
+
+    def discard(self) -> None:
+        """Forget every frame not yet sent."""
+        self._frames.clear()
+        self._queued = 0
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._frames:
+                item = self._frames.popleft()
+                if isinstance(item, _Close):
+                    await _send_close(self._send, item)
+                    return
+                self._queued -= len(item)
+                await self._send({"type": "websocket.send", "text": item})
+
+
+async def _send_close(send: Send, marker: _Close) -> None:
+    await send({"type": "websocket.close", "code": marker.code, "reason": ""})
+
+
 class Session:
-    """One accepted WebSocket: reads commands in order, writes frames from a bounded queue."""
+    """One accepted WebSocket: reads commands in order, writes frames in order, bounded."""
 
     def __init__(
         self, server: CableServer, websocket: WebSocket, receive: Receive, send: Send, *, extended: bool = False
@@ -76,8 +119,10 @@ class Session:
         self.sid = secrets.token_urlsafe(12)
         self.connection: Connection = server.connection_class(self)
         self.subscriptions = Subscriptions(self)
-        self._outbox: collections.deque[str | _Close] = collections.deque()
-        self._wakeup = asyncio.Event()
+        direct = websocket.scope.get("extensions", {}).get(DIRECT_WRITE)
+        self._direct: DirectWriter | None = direct["writer"] if direct else None
+        self._queue: _FrameQueue | None = None  # without direct writes; made when the session runs
+        self._closer: asyncio.Future[None] | None = None  # the ASGI close, with direct writes
         self._closing = False
         self._internal: tuple[str, Listener] | None = None
         client = websocket.client
@@ -86,15 +131,23 @@ class Session:
     # --- output ---------------------------------------------------------------------------
 
     def send(self, frame: str) -> None:
-        """Queue a frame; it is sent after every frame queued before it."""
+        """Send a frame after every frame sent before it; never waits."""
         if self._closing:
             return
-        self._outbox.append(frame)
-        self._wakeup.set()
-        if len(self._outbox) > self.server.settings.max_queued_frames:
-            logger.warning("%s: %d frames unsent, client too slow: disconnecting", self.peer, len(self._outbox))
-            self._outbox.clear()
-            self.disconnect(DisconnectReason.TOO_SLOW, reconnect=True)
+        waiting = self._put(frame)
+        if waiting > self.server.settings.max_send_buffer:
+            logger.warning("%s: %d bytes unsent, client too slow: disconnecting", self.peer, waiting)
+            if self._queue is not None:
+                self._queue.discard()
+            self._put(disconnect_frame(DisconnectReason.TOO_SLOW, reconnect=True))
+            self._close(_NORMAL)
+
+    def _put(self, frame: str) -> int:
+        """Hand ``frame`` to the socket (direct) or the writer task; returns what now waits."""
+        if self._queue is not None:
+            return self._queue.put(frame)
+        assert self._direct is not None
+        return self._direct.write_text(frame)
 
     def disconnect(self, reason: DisconnectReason | None, *, reconnect: bool) -> None:
         """Queue a disconnect frame, then close the socket with 1000 (Rails' ``close``)."""
@@ -105,25 +158,17 @@ class Session:
         if not self._closing:
             self._closing = True
             self.protocol.close()
-            self._outbox.append(marker)
-            self._wakeup.set()
-
-    async def _write(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._outbox:
-                item = self._outbox.popleft()
-                if isinstance(item, _Close):
-                    await self._send({"type": "websocket.close", "code": item.code, "reason": ""})
-                    return
-                await self._send({"type": "websocket.send", "text": item})
+            if self._queue is not None:
+                self._queue.put(marker)
+            else:  # direct writes: only the close goes through ASGI
+                self._closer = asyncio.ensure_future(_send_close(self._send, marker))
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Serve the accepted socket until it closes."""
-        writer = asyncio.ensure_future(self._write())
+        if self._direct is None:
+            self._queue = _FrameQueue(self._send)
         try:
             if await self._open():
                 await self._read()
@@ -131,11 +176,13 @@ class Session:
             logger.debug("%s: connection lost: %s", self.peer, exc)
         finally:
             await self._cleanup()
-            if not writer.done():
-                if self._closing:  # let queued frames and the close go out
-                    await asyncio.wait([writer], timeout=self.server.settings.close_timeout)
-                writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
+            writer = self._queue.task if self._queue is not None else self._closer
+            if writer is not None:
+                if not writer.done():
+                    if self._closing:  # let queued frames and the close go out
+                        await asyncio.wait([writer], timeout=self.server.settings.close_timeout)
+                    writer.cancel()
+                await asyncio.gather(writer, return_exceptions=True)
 
     async def _open(self) -> bool:
         restored = self._recover() if self.protocol.extended else None
