@@ -7,7 +7,7 @@
     │   ├── MalformedFrame         not JSON, or not a JSON object
     │   ├── BinaryFrame            a binary frame (ActionCable speaks text only)
     │   ├── UnknownCommand         "command" missing or not subscribe/unsubscribe/message
-    │   ├── InvalidIdentifier      identifier missing, not a string, not a JSON object, no channel
+    │   ├── InvalidIdentifier      identifier missing, not a string, not Unicode, not a JSON object, no channel
     │   └── InvalidCommandData     "data" of a message is not a JSON object string
     ├── SubscriptionError          a valid command that cannot be carried out (logged, ignored)
     │   ├── UnknownSubscription    unsubscribe/message for an identifier not subscribed
@@ -67,7 +67,8 @@ class UnknownCommand(ProtocolError):
 
 
 class InvalidIdentifier(ProtocolError):
-    """An identifier that is not a JSON object string with a string ``channel``."""
+    """An identifier that is not a JSON object string with a string ``channel``, or that holds a
+    lone surrogate (no answer could echo it)."""
 
     pass
 
