@@ -14,6 +14,7 @@
     │   ├── UnknownChannel         subscribe to a channel that is not registered
     │   └── UnknownAction          message naming no action method of the channel
     ├── UnauthorizedError          raised by Connection.reject_unauthorized_connection()
+    │   └── InvalidToken           a connection's signed token is missing or does not check out (auth)
     └── PubSubError                the pub/sub backend failed to subscribe or publish
 
 Rails answers none of the ``ProtocolError``/``SubscriptionError`` cases on the wire; the
@@ -28,6 +29,7 @@ __all__ = [
     "CableError",
     "InvalidCommandData",
     "InvalidIdentifier",
+    "InvalidToken",
     "MalformedFrame",
     "ProtocolError",
     "PubSubError",
@@ -103,6 +105,17 @@ class UnknownAction(SubscriptionError):
 
 class UnauthorizedError(CableError):
     """The connection is refused: the client gets the ``unauthorized`` disconnect frame."""
+
+
+class InvalidToken(UnauthorizedError):
+    """A connection's token is missing, malformed, wrongly signed or expired.
+
+    ``reason`` is one of :class:`cable_server.auth.TokenProblem`; the message never holds the token.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason} ({detail})" if detail else reason)
+        self.reason = reason
 
 
 class PubSubError(CableError):
