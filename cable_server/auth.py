@@ -40,6 +40,8 @@ may stay. Identifiers come from the claims only, never from other parameters of 
 To check more than the signature (a revoked user, a role), override ``connect``, call
 ``await super().connect()`` first, then read ``self.token_claims``. Without the subclass,
 ``self.token_claims = auth.identify(self)`` in any ``Connection.connect`` does the same.
+An AnyCable client recovering its session (``?sid=``) keeps the identity it had without
+presenting a token again, as with AnyCable: ``connect`` does not run for it.
 """
 
 from __future__ import annotations

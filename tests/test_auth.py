@@ -234,3 +234,15 @@ def test_verify_only_ever_raises_invalid_token(token: str) -> None:
     with pytest.raises(InvalidToken) as caught:
         TokenAuth(secret=SECRET, claims=CLAIMS).verify(token)
     assert caught.value.reason in set(TokenProblem)
+
+
+def test_a_little_clock_skew_is_tolerated() -> None:
+    """A backend clock 5 s ahead (iat in the future) passes with the default 10 s leeway; 60 s ahead does not."""
+    auth = TokenAuth(secret=SECRET, claims=CLAIMS)
+    now = int(time.time())
+    ahead = jwt.encode({"sub": "alice", "acct": 7, "iat": now + 5, "exp": now + 300}, SECRET, algorithm="HS256")
+    assert auth.verify(ahead)["sub"] == "alice"
+    far_ahead = jwt.encode({"sub": "alice", "acct": 7, "iat": now + 60, "exp": now + 300}, SECRET, algorithm="HS256")
+    with pytest.raises(InvalidToken) as caught:
+        auth.verify(far_ahead)
+    assert caught.value.reason is TokenProblem.NOT_YET_VALID

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from websockets.exceptions import ConnectionClosed
 
 from protocol_tests.client import CableClient, ident
 
@@ -100,7 +101,7 @@ async def closed_with_code(client: CableClient, timeout: float = 3.0) -> tuple[l
     try:
         while True:
             frames.append(await client.recv(timeout))
-    except Exception as exc:  # ConnectionClosed (or a timeout, which the assertion below reports)
+    except (ConnectionClosed, TimeoutError) as exc:
         close = client.ws.protocol.close_rcvd
         assert close is not None, f"socket not closed by the server: {exc!r}"
         return frames, close.code
