@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from importlib.metadata import version as _version
 
+from .auth import TokenAuth, TokenConnection, TokenSource, issue_token
 from .broadcaster import Broadcaster, SyncBroadcaster
 from .channel import Channel, rescue_from
 from .config import Settings
 from .connection import Connection
 from .errors import (
     CableError,
+    InvalidToken,
     ProtocolError,
     PubSubError,
     SubscriptionError,
@@ -29,6 +31,7 @@ __all__ = [
     "Channel",
     "Connection",
     "DisconnectReason",
+    "InvalidToken",
     "MemoryBackend",
     "ProtocolError",
     "PubSubBackend",
@@ -37,8 +40,12 @@ __all__ = [
     "Settings",
     "SubscriptionError",
     "SyncBroadcaster",
+    "TokenAuth",
+    "TokenConnection",
+    "TokenSource",
     "UnauthorizedError",
     "__version__",
+    "issue_token",
     "rescue_from",
     "run",
 ]

@@ -6,8 +6,10 @@ order, non-ASCII as raw UTF-8, ``<``, ``>`` and ``&`` escaped as ``\\u003c``/``\
 Ruby's ``Float#to_s`` writes them (``1.0e+20``, not ``1e+20``). :func:`dumps` reproduces those
 bytes so a frame from this server is byte-identical to the frame Rails sends for the same data.
 
-:func:`loads` reads JSON the way Ruby's parser does: integers of any size stay exact, and the
-non-standard ``NaN``/``Infinity`` literals are refused.
+:func:`loads` reads JSON the way Ruby's parser does: integers past 64 bits stay exact, and the
+non-standard ``NaN``/``Infinity`` literals are refused. One deliberate limit: an integer of more
+than 4300 digits (Python's ``sys.get_int_max_str_digits()``, there because converting one takes
+quadratic time) is refused as not JSON, where Ruby would accept it; a frame holding one is ignored.
 """
 
 from __future__ import annotations

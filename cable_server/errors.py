@@ -7,13 +7,14 @@
     │   ├── MalformedFrame         not JSON, or not a JSON object
     │   ├── BinaryFrame            a binary frame (ActionCable speaks text only)
     │   ├── UnknownCommand         "command" missing or not subscribe/unsubscribe/message
-    │   ├── InvalidIdentifier      identifier missing, not a string, not a JSON object, no channel
+    │   ├── InvalidIdentifier      identifier missing, not a string, not Unicode, not a JSON object, no channel
     │   └── InvalidCommandData     "data" of a message is not a JSON object string
     ├── SubscriptionError          a valid command that cannot be carried out (logged, ignored)
     │   ├── UnknownSubscription    unsubscribe/message for an identifier not subscribed
     │   ├── UnknownChannel         subscribe to a channel that is not registered
     │   └── UnknownAction          message naming no action method of the channel
     ├── UnauthorizedError          raised by Connection.reject_unauthorized_connection()
+    │   └── InvalidToken           a connection's signed token is missing or does not check out (auth)
     └── PubSubError                the pub/sub backend failed to subscribe or publish
 
 Rails answers none of the ``ProtocolError``/``SubscriptionError`` cases on the wire; the
@@ -28,6 +29,7 @@ __all__ = [
     "CableError",
     "InvalidCommandData",
     "InvalidIdentifier",
+    "InvalidToken",
     "MalformedFrame",
     "ProtocolError",
     "PubSubError",
@@ -67,7 +69,8 @@ class UnknownCommand(ProtocolError):
 
 
 class InvalidIdentifier(ProtocolError):
-    """An identifier that is not a JSON object string with a string ``channel``."""
+    """An identifier that is not a JSON object string with a string ``channel``, or that holds a
+    lone surrogate (no answer could echo it)."""
 
     pass
 
@@ -102,6 +105,17 @@ class UnknownAction(SubscriptionError):
 
 class UnauthorizedError(CableError):
     """The connection is refused: the client gets the ``unauthorized`` disconnect frame."""
+
+
+class InvalidToken(UnauthorizedError):
+    """A connection's token is missing, malformed, wrongly signed or expired.
+
+    ``reason`` is one of :class:`cable_server.auth.TokenProblem`; the message never holds the token.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason} ({detail})" if detail else reason)
+        self.reason = reason
 
 
 class PubSubError(CableError):

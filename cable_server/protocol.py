@@ -168,11 +168,22 @@ Command = Subscribe | Unsubscribe | Perform | History | Ping | Pong
 Event = Command | ProtocolError
 
 
+def _require_unicode(identifier: str) -> None:
+    """Every answer about a subscription echoes its identifier, so it must be writable as UTF-8:
+    a ``\\ud800`` escape in the frame decodes to a lone surrogate, which no frame can carry."""
+    if not identifier.isascii():
+        try:
+            identifier.encode()
+        except UnicodeEncodeError:
+            raise InvalidIdentifier("identifier holds a lone surrogate (not valid Unicode)") from None
+
+
 def parse_identifier(identifier: object) -> dict[str, Any]:
     """Decode a subscription identifier into channel params; it must be a JSON object string
-    with a string ``channel``."""
+    with a string ``channel``, and valid Unicode."""
     if not isinstance(identifier, str):
         raise InvalidIdentifier(f"identifier must be a string, got {type(identifier).__name__}")
+    _require_unicode(identifier)
     try:
         params = encoding.loads(identifier)
     except encoding.DecodeError as exc:
@@ -188,6 +199,7 @@ def _require_identifier(frame: dict[str, Any]) -> str:
     identifier = frame.get("identifier")
     if not isinstance(identifier, str):
         raise InvalidIdentifier("command has no string identifier")
+    _require_unicode(identifier)
     return identifier
 
 

@@ -6,7 +6,9 @@ import re
 import types
 from pathlib import Path
 
-from cable_server import CableServer, Settings
+import pytest
+
+from cable_server import CableServer, Settings, issue_token
 from protocol_tests.client import closed_with, ident
 from protocol_tests.differences import DESIGN, VERSION, markdown
 
@@ -87,3 +89,26 @@ async def test_the_testing_example_passes_against_the_example_channel() -> None:
     module.__dict__.update(vars(example_module()))
     exec(compile(source, "README.md", "exec"), module.__dict__)
     await module.test_speak_is_broadcast_to_the_room()
+
+
+async def test_the_token_example_identifies_users_by_their_signed_token(
+    serve: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The "signed tokens" block, with the README's RoomChannel: a minted token speaks as its subject; no token is refused."""
+    secret = "readme-secret-" + "z" * 50
+    monkeypatch.setenv("CABLE_TOKEN_SECRET", secret)
+    source = next(body for language, body in BLOCKS if language == "python" and "TokenConnection" in body)
+    module = types.ModuleType("chat_tokens")
+    module.__dict__.update(vars(example_module()))
+    exec(compile(source, "README.md", "exec"), module.__dict__)
+    cable = module.cable
+    cable.settings = Settings(ping_interval=0.5, shutdown_timeout=1.0)
+    server = await serve(cable)
+    room = ident("RoomChannel", room="lobby")
+    alice = await server.client(f"?token={issue_token(secret, 'alice', expires_in=60)}&user=mallory")
+    await alice.subscribe(room)
+    await alice.perform(room, "speak", text="signed")
+    assert (await alice.recv())["message"] == {"user": "alice", "text": "signed"}
+    anonymous = await server.client("?user=mallory", welcome=False)
+    assert await anonymous.recv_raw() == '{"type":"disconnect","reason":"unauthorized","reconnect":false}'
+    assert await closed_with(anonymous) == 1000
