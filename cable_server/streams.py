@@ -79,9 +79,12 @@ class StreamRouter:
         entry.listeners.append(listener)
         if listener.extended:
             self.backlog.track(stream)
-        assert entry.ready is not None
+        ready = entry.ready
+        assert ready is not None
+        if ready.done() and not ready.cancelled() and ready.exception() is None:
+            return  # the stream is live already: the common case, without a shield per listener
         try:
-            await asyncio.shield(entry.ready)
+            await asyncio.shield(ready)
         except PubSubError:
             self._detach(stream, listener)
             raise

