@@ -1,112 +1,100 @@
-"""Broadcast fan-out: one broadcast to N subscribers, in one process (memory) or spread over processes (Redis).
+"""Scenario ``fanout``: one broadcast to N subscribers of one stream (websocket-shootout style).
 
-    .venv/bin/python -m bench.fanout [--clients 1000] [--broadcasts 20]
+    .venv/bin/python -m bench.fanout          # this scenario alone: python -m bench --only fanout
 
-Each broadcast carries the ``time.monotonic_ns()`` at which the sender made it (and 200 bytes
-of padding); every client notes when it decoded the frame. Per broadcast: delivery time p50/p99
-over the clients, and the time until the last one had it. The sender is the admin hook of the
-conformance fixture (``POST /__admin/broadcast``); server CPU comes from ``/proc``.
+N clients subscribe to ``EchoChannel`` room ``bench`` (stream ``echo_bench``). The benchmark's
+parent process broadcasts through the fixture's admin hook (``POST /__admin/broadcast``, which
+calls ``ActionCable.server.broadcast`` on Rails and ``CableServer.broadcast`` on ours) a
+message carrying its index, the ``time.monotonic_ns()`` at which it was sent (the clock is the
+same in every process on Linux) and 200 bytes of padding. Each client notes the delay when it
+decodes the frame. The next broadcast is sent once every client had the previous one, so they
+never overlap; one that does not reach everyone within the bound ends the series.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
+from functools import partial
 
-import httpx
-import websockets
+from .report import Cell, Metric, Table
+from .scenario import LOADGEN_CPU, Context, Incomplete, Window, measure, require_all
+from .servers import ORIGIN
 
-from cable_server.testing import RedisServer
-
-from .llm_stream import cpu_seconds, free_port, pct, process
-
+NAME = "fanout"
+TITLE = "Broadcast fan-out: one broadcast to N subscribers"
 IDENTIFIER = json.dumps({"channel": "EchoChannel", "room": "bench"})
+P50 = Metric("delivery p50", "ms")
+P99 = Metric("delivery p99", "ms")
+ALL = Metric("all received", "ms")
+CPU = Metric("server CPU per delivered message", "µs")
+LOADGEN_PER_MESSAGE = Metric("load generator CPU per delivered message", "µs", "")
+METRICS = (P50, P99, ALL, CPU, LOADGEN_PER_MESSAGE, LOADGEN_CPU)
 
 
-async def subscriber(url: str, ready: asyncio.Event, counter: list[int], total: int, arrivals: list[float]) -> None:
-    async with websockets.connect(url, origin="http://localhost:3000", subprotocols=["actioncable-v1-json"]) as ws:  # type: ignore[list-item]
-        await ws.recv()
-        await ws.send(json.dumps({"command": "subscribe", "identifier": IDENTIFIER}))
-        while "confirm_subscription" not in str(await ws.recv()):
-            pass
-        counter[0] += 1
-        if counter[0] == total:
-            ready.set()
-        async for raw in ws:
-            now = time.monotonic_ns()
-            if '"sent"' in raw:
-                arrivals.append((now - json.loads(raw)["message"]["sent"]) / 1e6)
+def sizes(ctx: Context) -> list[int]:
+    """Subscriber counts: ``--fanout-clients``, else 100, 1,000, 5,000, 10,000 (quick: 100, 500)."""
+    return ctx.options.fanout_clients or ([100, 500] if ctx.quick else [100, 1_000, 5_000, 10_000])
 
 
-async def scenario(name: str, ports: list[int], clients: int, broadcasts: int) -> dict[str, object]:
-    ready, counter, arrivals = asyncio.Event(), [0], []
-    tasks = [
-        asyncio.ensure_future(
-            subscriber(f"ws://127.0.0.1:{ports[i % len(ports)]}/cable?user=u{i}", ready, counter, clients, arrivals)
-        )
-        for i in range(clients)
+def run(ctx: Context, table: Table) -> None:
+    """Every size, on each server."""
+    broadcasts = ctx.options.broadcasts or (5 if ctx.quick else 20)
+    table.notes = [
+        f"{broadcasts} broadcasts of ~250 bytes (timestamp + 200 bytes of padding) through `POST /__admin/broadcast`, "
+        "each sent once the previous one reached every client; p50, p99 and the time until the last client had it "
+        "are per broadcast, then the median over broadcasts. Server CPU over the series / messages delivered."
     ]
-    await asyncio.wait_for(ready.wait(), 120)
-    pids = [int(p) for p in subprocess.check_output(["pgrep", "-f", "protocol_tests.fixture"]).split()]
-    before = sum(cpu_seconds(pid) for pid in pids)
-    p50s, p99s, alls = [], [], []
-    async with httpx.AsyncClient() as http:
-        for _ in range(broadcasts):
-            arrivals.clear()
-            body = {"sent": time.monotonic_ns(), "padding": "x" * 200}
-            await http.post(f"http://127.0.0.1:{ports[0]}/__admin/broadcast", params={"stream": "echo_bench"}, json=body)
-            deadline = time.monotonic() + 10
-            while len(arrivals) < clients and time.monotonic() < deadline:
-                await asyncio.sleep(0.001)
-            p50s.append(statistics.median(arrivals))
-            p99s.append(pct(arrivals, 0.99))
-            alls.append(max(arrivals))
-            await asyncio.sleep(0.05)
-    cpu = sum(cpu_seconds(pid) for pid in pids) - before
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    for clients in sizes(ctx):
+        measure(ctx, table, f"{clients:,} clients", METRICS, partial(_one, ctx, clients=clients, broadcasts=broadcasts))
+
+
+def _one(ctx: Context, kind: str, clients: int, broadcasts: int) -> dict[Metric, Cell]:
+    bound = (5 if ctx.quick else 10) + clients / 500  # seconds for one broadcast to reach everyone
+    with ctx.serving(kind) as server:
+        require_all(ctx.loadgen.connect(server.port, [f"fan{i}" for i in range(clients)], IDENTIFIER, origin=ORIGIN))
+        ctx.loadgen.call("fanout_arm")
+
+        def broadcast(index: int) -> bool:
+            server.broadcast("echo_bench", {"i": index, "sent": time.monotonic_ns(), "padding": "x" * 200})
+            return ctx.loadgen.wait_event("all", index, bound)
+
+        if not broadcast(0):  # a warm-up, not counted
+            raise Incomplete(f"the first broadcast did not reach all {clients:,} clients in {bound:.0f} s")
+        window = Window(server, ctx.loadgen)
+        complete = 0
+        for index in range(1, broadcasts + 1):
+            if not broadcast(index):
+                break
+            complete += 1
+            time.sleep(0.02)
+        window.stop()
+        merged: dict[int, list[float]] = {}
+        for reply in ctx.loadgen.call("fanout_collect"):
+            for index, raw in reply.items():
+                merged.setdefault(index, []).extend(ns / 1e6 for ns in memoryview(raw).cast("q"))
+    delivered = sum(len(merged.get(index, ())) for index in range(1, broadcasts + 1))
+    series = [sorted(merged[index]) for index in range(1, complete + 1)]
+    note = ""
+    if complete < broadcasts:
+        reached = len(merged.get(complete + 1, ()))
+        note = f"{kind}: broadcast {complete + 1} reached {reached:,}/{clients:,} clients in {bound:.0f} s"
+        note += f"; figures over the {complete} before"
+        if not series:
+            raise Incomplete(note)
     return {
-        "scenario": name,
-        "p50": statistics.median(p50s),
-        "p99": statistics.median(p99s),
-        "all": statistics.median(alls),
-        "cpu_us": 1e6 * cpu / (clients * broadcasts),
+        P50: Cell(statistics.median(s[len(s) // 2] for s in series), note),
+        P99: Cell(statistics.median(s[min(len(s) - 1, int(0.99 * len(s)))] for s in series), note),
+        ALL: Cell(statistics.median(s[-1] for s in series), note),
+        CPU: Cell(1e6 * window.server_cpu / max(delivered, 1), note),
+        LOADGEN_PER_MESSAGE: Cell(1e6 * sum(window.loadgen_cpu) / max(delivered, 1)),
+        LOADGEN_CPU: window.loadgen_cell(),
     }
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=1000)
-    parser.add_argument("--broadcasts", type=int, default=20)
-    args = parser.parse_args()
-    base = [sys.executable, "-m", "protocol_tests.fixture", "--log-level", "warning"]
-    results = []
-    port = free_port()
-    with process([*base, "--port", str(port)], port):
-        results.append(await scenario("1 process, memory", [port], args.clients, args.broadcasts))
-    with RedisServer() as redis:
-        ports = [free_port(), free_port()]
-        shared = ["--pubsub", redis.url, "--channel-prefix", "bench"]
-        with (
-            process([*base, *shared, "--port", str(ports[0])], ports[0]),
-            process([*base, *shared, "--port", str(ports[1])], ports[1]),
-        ):
-            results.append(await scenario("2 processes, Redis", ports, args.clients, args.broadcasts))
-    print(
-        f"{args.clients} subscribers, {args.broadcasts} broadcasts of ~230 bytes; median over broadcasts; {os.cpu_count()} cores"
-    )
-    print("| pub/sub | delivery p50 | delivery p99 | all received | server CPU per delivered message |")
-    print("|---|---|---|---|---|")
-    for r in results:
-        print(f"| {r['scenario']} | {r['p50']:.1f} ms | {r['p99']:.1f} ms | {r['all']:.1f} ms | {r['cpu_us']:.0f} µs |")
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    from .__main__ import main
+
+    main(["--only", NAME, *sys.argv[1:]])

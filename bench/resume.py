@@ -19,7 +19,7 @@ import time
 
 from protocol_tests.client import CableClient, ident
 
-from .llm_stream import free_port, process
+from .common import free_port, process
 
 CHUNKS = 500
 

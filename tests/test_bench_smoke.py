@@ -1,0 +1,33 @@
+"""The benchmark's smoke run: ``python -m bench --quick`` still works, against ours and (when installed) Rails."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.__main__ import SCENARIOS
+from bench.servers import rails_available
+
+ROOT = Path(__file__).resolve().parent.parent
+NUMBER = re.compile(r"^[\d,.]+ ?(ms|µs|KiB|MiB|%|/s)?$")
+
+
+def test_quick_bench_fills_every_table() -> None:
+    """Every scenario prints its table, and every cell of every measured server holds a number."""
+    servers = ["ours", "rails"] if rails_available() else ["ours"]
+    command = [sys.executable, "-m", "bench", "--quick", "--silent", "--server", "both" if len(servers) == 2 else "ours"]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=150)
+    assert run.returncode == 0, run.stderr[-3000:]
+    tables = run.stdout.split("\n### ")[1:]
+    titles = [table.splitlines()[0] for table in tables]
+    assert titles == [module.TITLE for module in SCENARIOS.values()], run.stdout
+    for table in tables:
+        head, *rows = [line for line in table.splitlines() if line.startswith("| ")]
+        assert [cell.strip() for cell in head.strip("|").split("|")][1 : 1 + len(servers)] == servers
+        assert rows, table
+        for row in rows:
+            cells = [cell.strip() for cell in row.strip("|").split("|")]
+            for cell in cells[1 : 1 + len(servers)]:
+                assert NUMBER.match(cell), f"not a number: {cell!r} in\n{table}"
