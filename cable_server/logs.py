@@ -28,7 +28,12 @@ __all__ = ["ConnectionFilter", "JsonFormatter", "bind_connection", "configure", 
 _CURRENT: contextvars.ContextVar[Session | None] = contextvars.ContextVar("cable_server_connection", default=None)
 
 #: Attributes every LogRecord has: anything else on a record came from ``extra``.
-_STANDARD: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+_STANDARD: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -216,3 +217,29 @@ async def test_scripts_demo_serves_the_built_vue_chat(launch: Launcher, vue_chat
     assert page.status_code == 200 and '<div id="app"></div>' in page.text
     assert asset.status_code == 200 and "javascript" in asset.headers["content-type"]
     assert plain.status_code == 200 and "GptChatChannel" in plain.text
+
+
+async def test_json_logs_are_one_object_per_line_naming_the_connection(launch: Launcher) -> None:
+    """--log-format json: every line of the output is a JSON object with time, level, logger and message;
+    records about a client carry its connection id, peer and identifiers, limit hits their kind too."""
+    server = await launch(
+        "tests.fixture_app:create_app",
+        "--log-format",
+        "json",
+        "--max-subscriptions",
+        "1",
+        command=(sys.executable, "-m", "cable_server"),
+    )
+    alice = await CableClient.connect(f"ws://127.0.0.1:{server.port}/cable?user=alice", origin=server.origin)
+    await alice.subscribe(ident("EchoChannel", room="one"))
+    await alice.send({"command": "subscribe", "identifier": ident("EchoChannel", room="two")})
+    assert (await alice.recv())["type"] == "reject_subscription"
+    server.process.send_signal(signal.SIGTERM)
+    records = [json.loads(line) for line in (await server.output()).splitlines() if line.strip()]
+    assert all({"time", "level", "logger", "message"} <= record.keys() for record in records)
+    assert any(r["logger"].startswith("uvicorn") for r in records)  # uvicorn's own records too
+    connected = next(r for r in records if r["message"].endswith("connected alice"))
+    assert connected["identifiers"] == {"current_user": "alice"} and connected["peer"].startswith("127.0.0.1:")
+    limit = next(r for r in records if r.get("limit") == "subscriptions")
+    assert limit["level"] == "warning" and limit["connection_id"] == connected["connection_id"]
+    assert limit["identifiers"] == {"current_user": "alice"}
