@@ -129,6 +129,9 @@ class Session:
         self._queue: _FrameQueue | None = None  # without direct writes; made when the session runs
         self._closer: asyncio.Future[None] | None = None  # the ASGI close, with direct writes
         self._closing = False
+        self._task: asyncio.Task[Any] | None = None  # the ASGI task running this session
+        self._give_up: asyncio.TimerHandle | None = None  # abandons a close the client never completes
+        self._abandoned = False
         self._internal: tuple[str, Listener] | None = None
         client = websocket.client
         self.peer = f"{client.host}:{client.port}" if client else "?"
@@ -192,12 +195,24 @@ class Session:
                 self._queue.put(marker)
             else:  # direct writes: only the close goes through ASGI
                 self._closer = asyncio.ensure_future(_send_close(self._send, marker))
+            if self._task is not None:
+                self._give_up = asyncio.get_running_loop().call_later(self.server.settings.close_timeout, self._abandon)
+
+    def _abandon(self) -> None:
+        """The client did not complete the close in ``close_timeout`` (it stopped reading, so the
+        close frame is stuck behind unsent data and uvicorn never reports the disconnect): stop
+        reading for it, so that its subscriptions and this session are freed now. What the
+        transport still holds goes when the kernel gives up on the peer (``dead_peer_timeout``)."""
+        if self._task is not None and not self._task.done():
+            self._abandoned = True
+            self._task.cancel()
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Serve the accepted socket until it closes."""
         logs.bind_connection(self)
+        self._task = asyncio.current_task()
         if self._direct is None:
             self._queue = _FrameQueue(self._send)
         try:
@@ -205,12 +220,20 @@ class Session:
                 await self._read()
         except OSError as exc:  # the peer vanished mid-write
             logger.debug("%s: connection lost: %s", self.peer, exc)
+        except asyncio.CancelledError:
+            if not self._abandoned:
+                raise
+            if self._task is not None:
+                self._task.uncancel()
+            logger.info("%s: the client did not complete the close: abandoned", self.peer)
         finally:
+            if self._give_up is not None:
+                self._give_up.cancel()
             await self._cleanup()
             writer = self._queue.task if self._queue is not None else self._closer
             if writer is not None:
                 if not writer.done():
-                    if self._closing:  # let queued frames and the close go out
+                    if self._closing and not self._abandoned:  # let queued frames and the close go out
                         await asyncio.wait([writer], timeout=self.server.settings.close_timeout)
                     writer.cancel()
                 await asyncio.gather(writer, return_exceptions=True)
