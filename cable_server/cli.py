@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("--max-subscriptions", int, "subscriptions per connection (default 100)"),
         ("--command-rate", float, "commands per second per connection, on average (default 50; 0: no limit)"),
         ("--command-burst", int, "commands a connection may send at once above the rate (default 100)"),
-        ("--max-connections-per-address", int, "open connections per client address (default 1000)"),
+        ("--max-connections-per-address", int, "open connections per client address (default 10000)"),
     ):
         variable = "CABLE_" + flag[2:].replace("-", "_").upper()
         limits.add_argument(flag, type=kind, default=_env_number(variable, kind), help=f"{help_text}; env {variable}")

@@ -59,9 +59,11 @@ class Settings:
     max_dropped_commands: int = 100
     max_flood_seconds: float = 5.0
     #: Open connections from one client address (behind a proxy: the forwarded address, see
-    #: uvicorn's ``--forwarded-allow-ips``); one more is refused with HTTP 429. High by default
-    #: because many users share an address (NAT, offices) and load tests run on loopback.
-    max_connections_per_address: int = 1_000
+    #: uvicorn's ``--forwarded-allow-ips``); one more is refused with HTTP 429. A guard against
+    #: one address taking the whole process (half the usual 20,000 descriptors), not a fine
+    #: one: many users share an address (NAT, offices), and load generators open 4,000 sockets
+    #: per loopback address. Lower it when clients come straight from the Internet.
+    max_connections_per_address: int = 10_000
 
     # --- observability: ``None`` turns an endpoint off ---
     #: Liveness: 200 ``{"status":"ok"}`` while the process serves.
