@@ -243,3 +243,40 @@ async def test_json_logs_are_one_object_per_line_naming_the_connection(launch: L
     limit = next(r for r in records if r.get("limit") == "subscriptions")
     assert limit["level"] == "warning" and limit["connection_id"] == connected["connection_id"]
     assert limit["identifiers"] == {"current_user": "alice"}
+
+
+async def test_sigterm_during_100_chat_streams_ends_every_one_cleanly(launch: Launcher, fake_openai: FakeOpenAI) -> None:
+    """SIGTERM while 100 users each watch an answer stream in: every client gets its frames in order, then
+    server_restart and a close 1000; every upstream stream is closed; the process exits cleanly, no traceback."""
+    fake_openai.default = Reply(chunks=[f"t{k} " for k in range(400)], delay=0.05)  # 20 s per answer
+    env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": fake_openai.url, "CABLE_LLM_MAX_CONCURRENT": "100"}
+    server = await launch(env=env, command=(sys.executable, "-m", "cable_server"))
+    users = [f"user{k}" for k in range(100)]
+
+    async def start_answer(user: str) -> CableClient:
+        client = await server.client(f"/cable?name={user}")
+        await client.subscribe(ident("GptChatChannel", room=user))
+        await client.perform(ident("GptChatChannel", room=user), "send_message", user_content="hi", user_id=user)
+        assert (await client.recv(10))["message"]["event"] == "start"
+        assert (await client.recv(10))["message"]["event"] == "delta"
+        return client
+
+    clients = await asyncio.gather(*(start_answer(user) for user in users))
+    assert len(fake_openai.requests) == 100
+    server.process.send_signal(signal.SIGTERM)
+
+    async def until_restart(client: CableClient) -> int:
+        seqs = []
+        while (frame := await client.recv(10)).get("type") != "disconnect":
+            seqs.append(frame["message"]["seq"])
+        assert frame == {"type": "disconnect", "reason": "server_restart", "reconnect": True}
+        assert seqs == list(range(2, 2 + len(seqs)))  # in order, none lost, up to the restart
+        return await closed_with(client)
+
+    assert await asyncio.gather(*(until_restart(client) for client in clients)) == [1000] * 100
+    assert await asyncio.wait_for(server.process.wait(), 20) in (0, -signal.SIGTERM)
+    await asyncio.wait_for(asyncio.gather(*(request.ended.wait() for request in fake_openai.requests)), 10)
+    assert all(request.closed_early for request in fake_openai.requests)
+    output = await server.output()
+    assert "Traceback" not in output and " ERROR " not in output, output
+    assert output.count("outcome=shutdown") == 100  # each generation ended as a shutdown, none as an error
