@@ -89,7 +89,20 @@ def test_help_lists_every_option() -> None:
     """cable-server --help exits 0 and documents the app argument and every option."""
     result = run_command("--help")
     assert result.returncode == 0
-    for option in ("APP", "--host", "--port", "--path", "--allowed-origins", "--log-level", "--ping-interval"):
+    for option in (
+        "APP",
+        "--host",
+        "--port",
+        "--path",
+        "--allowed-origins",
+        "--log-level",
+        "--log-format",
+        "--ping-interval",
+        "--max-subscriptions",
+        "--command-rate",
+        "--command-burst",
+        "--max-connections-per-address",
+    ):
         assert option in result.stdout
 
 

@@ -12,6 +12,7 @@ import logging
 import pytest
 import websockets
 
+from cable_server.limits import Admission, CommandLimiter
 from cable_server.testing import FakeOpenAI, Reply
 from protocol_tests.client import CableClient, assert_usable, ident
 
@@ -176,3 +177,13 @@ async def test_defaults_leave_room_for_loopback_load(server: RunningServer) -> N
     assert metrics["cable_connections"] == 200
     assert sum(value for name, value in metrics.items() if name.startswith("cable_limit_hits_total")) == 0
     await asyncio.gather(*(c.close() for c in clients))
+
+
+def test_a_flood_ends_once_the_bucket_is_full_again() -> None:
+    """Sans I/O: drops count toward a disconnect only within one flood; a client quiet for burst/rate starts afresh."""
+    now = [0.0]
+    limiter = CommandLimiter(10, 2, max_dropped=3, max_seconds=60, clock=lambda: now[0])
+    assert [limiter.admit() for _ in range(4)] == [Admission.RUN, Admission.RUN, Admission.DROP_FIRST, Admission.DROP]
+    now[0] += 0.2  # 2 tokens: full again
+    assert [limiter.admit() for _ in range(3)] == [Admission.RUN, Admission.RUN, Admission.DROP_FIRST]
+    assert [limiter.admit() for _ in range(2)] == [Admission.DROP, Admission.DISCONNECT]
