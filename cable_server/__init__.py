@@ -12,11 +12,13 @@ from .connection import Connection
 from .errors import (
     CableError,
     InvalidToken,
+    LimitExceeded,
     ProtocolError,
     PubSubError,
     SubscriptionError,
     UnauthorizedError,
 )
+from .limits import LimitKind
 from .protocol import DisconnectReason
 from .pubsub import MemoryBackend, PubSubBackend, RedisBackend
 from .runner import run
@@ -32,6 +34,8 @@ __all__ = [
     "Connection",
     "DisconnectReason",
     "InvalidToken",
+    "LimitExceeded",
+    "LimitKind",
     "MemoryBackend",
     "ProtocolError",
     "PubSubBackend",

@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from . import logs
 from .broadcaster import SyncBroadcaster
 from .config import parse_origins
 from .errors import PubSubError
@@ -86,12 +87,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--rails-exact", action="store_true", default=None, help="answer exactly as Rails where we deliberately differ"
     )
     parser.add_argument("--per-message-deflate", action="store_true", default=None, help="negotiate permessage-deflate")
+    limits = parser.add_argument_group("limits per client (each hit is refused, logged and counted)")
+    for flag, kind, help_text in (
+        ("--max-subscriptions", int, "subscriptions per connection (default 100)"),
+        ("--command-rate", float, "commands per second per connection, on average (default 50; 0: no limit)"),
+        ("--command-burst", int, "commands a connection may send at once above the rate (default 100)"),
+        ("--max-connections-per-address", int, "open connections per client address (default 10000)"),
+    ):
+        variable = "CABLE_" + flag[2:].replace("-", "_").upper()
+        limits.add_argument(flag, type=kind, default=_env_number(variable, kind), help=f"{help_text}; env {variable}")
     parser.add_argument(
         "--log-level",
         default=os.environ.get("CABLE_LOG_LEVEL", "info"),
         choices=["critical", "error", "warning", "info", "debug"],
     )
+    parser.add_argument(
+        "--log-format",
+        default=os.environ.get("CABLE_LOG_FORMAT", "text"),
+        choices=["text", "json"],
+        help="json: one JSON object per line, with the connection id, peer and identifiers of a client's records",
+    )
     return parser
+
+
+def _env_number(variable: str, kind: type[int] | type[float]) -> int | float | None:
+    raw = os.environ.get(variable)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SystemExit(f"cable-server: {variable} must be a number, got {raw!r}") from None
 
 
 def broadcast_command(argv: Sequence[str]) -> None:
@@ -127,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         broadcast_command(arguments[1:])
         return
     args = build_parser().parse_args(arguments)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_level, args.log_format)
     # Factories (and the chat service) read these too, e.g. to keep chat history in the same Redis.
     for variable, value in (("CABLE_PUBSUB_URL", args.pubsub), ("CABLE_CHANNEL_PREFIX", args.channel_prefix)):
         if value:
@@ -147,12 +173,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure(cable, args)
     if cable.settings.disable_origin_check:
         logger.warning("origin check disabled: any web page can open a cable to this server")
+    json_logs = args.log_format == "json"
     if args.fd is None:
-        print(
-            f"cable-server: serving {args.app} on http://{args.host}:{args.port} (cable at {cable.settings.path})",
-            flush=True,
-        )
-    run(cable, host=args.host, port=args.port, log_level=args.log_level, fd=args.fd)
+        serving = f"cable-server: serving {args.app} on http://{args.host}:{args.port} (cable at {cable.settings.path})"
+        if json_logs:
+            logger.info(serving)
+        else:
+            print(serving, flush=True)
+    run(cable, host=args.host, port=args.port, log_level=args.log_level, fd=args.fd, uvicorn_logging=not json_logs)
 
 
 def configure(cable: CableServer, args: argparse.Namespace) -> None:
@@ -166,7 +194,16 @@ def configure(cable: CableServer, args: argparse.Namespace) -> None:
             changes["disable_origin_check"] = True
         else:
             changes["allowed_origins"] = parse_origins(origins)
-    for name in ("ping_interval", "rails_exact", "per_message_deflate", "broadcast_secret"):
+    for name in (
+        "ping_interval",
+        "rails_exact",
+        "per_message_deflate",
+        "broadcast_secret",
+        "max_subscriptions",
+        "command_rate",
+        "command_burst",
+        "max_connections_per_address",
+    ):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     cable.settings = dataclasses.replace(cable.settings, **changes)  # type: ignore[arg-type]

@@ -47,6 +47,32 @@ class Settings:
     broadcast_secret: str | None = None
     broadcast_path: str = "/_broadcast"
 
+    # --- limits: each hit is refused, logged (warning) and counted (``cable_limit_hits_total``) ---
+    #: Subscriptions one connection may hold; one more gets ``reject_subscription``.
+    max_subscriptions: int = 100
+    #: Commands per second one connection may send on average (a token bucket refilled at this
+    #: rate, holding ``command_burst``); a command beyond it is dropped unexecuted. 0: no limit.
+    command_rate: float = 50.0
+    command_burst: int = 100
+    #: A flood (commands dropped until the bucket is full again) that drops this many commands,
+    #: or lasts this many seconds, disconnects the client (``invalid_request``, reconnect true).
+    max_dropped_commands: int = 100
+    max_flood_seconds: float = 5.0
+    #: Open connections from one client address (behind a proxy: the forwarded address, see
+    #: uvicorn's ``--forwarded-allow-ips``); one more is refused with HTTP 429. A guard against
+    #: one address taking the whole process (half the usual 20,000 descriptors), not a fine
+    #: one: many users share an address (NAT, offices), and load generators open 4,000 sockets
+    #: per loopback address. Lower it when clients come straight from the Internet.
+    max_connections_per_address: int = 10_000
+
+    # --- observability: ``None`` turns an endpoint off ---
+    #: Liveness: 200 ``{"status":"ok"}`` while the process serves.
+    health_path: str | None = "/health"
+    #: Readiness: 200 when the pub/sub answers and the server is not draining, else 503.
+    ready_path: str | None = "/health/ready"
+    #: Prometheus metrics of this server (text exposition format).
+    metrics_path: str | None = "/metrics"
+
 
 def parse_origins(values: Sequence[str]) -> tuple[OriginRule, ...]:
     """Turn command-line origins into rules: ``/regex/`` becomes a pattern, others stay exact."""

@@ -73,6 +73,12 @@ class Connection:
         """The subprotocols the client offered, in its order."""
         return list(self._session.websocket.scope.get("subprotocols", []))
 
+    @property
+    def sid(self) -> str:
+        """This socket's id, unique in the process: the ``connection_id`` of its log records and,
+        with AnyCable's extended protocol, the ``sid`` of its welcome."""
+        return self._session.sid
+
     def reject_unauthorized_connection(self) -> NoReturn:
         """Refuse the connection: the client gets the ``unauthorized`` disconnect frame."""
         raise UnauthorizedError("connection rejected")

@@ -13,6 +13,7 @@
     │   ├── UnknownSubscription    unsubscribe/message for an identifier not subscribed
     │   ├── UnknownChannel         subscribe to a channel that is not registered
     │   └── UnknownAction          message naming no action method of the channel
+    ├── LimitExceeded              a command over one of the client's limits (refused, logged, counted)
     ├── UnauthorizedError          raised by Connection.reject_unauthorized_connection()
     │   └── InvalidToken           a connection's signed token is missing or does not check out (auth)
     └── PubSubError                the pub/sub backend failed to subscribe or publish
@@ -30,6 +31,7 @@ __all__ = [
     "InvalidCommandData",
     "InvalidIdentifier",
     "InvalidToken",
+    "LimitExceeded",
     "MalformedFrame",
     "ProtocolError",
     "PubSubError",
@@ -101,6 +103,15 @@ class UnknownAction(SubscriptionError):
     """A ``message`` naming an action the channel does not have."""
 
     pass
+
+
+class LimitExceeded(CableError):
+    """A command that would take the client over a limit; ``kind`` is a
+    :class:`cable_server.limits.LimitKind` value, the label it is counted under."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class UnauthorizedError(CableError):

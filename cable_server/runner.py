@@ -61,12 +61,23 @@ def config_for(
     )
 
 
-def run(cable: CableServer, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", fd: int | None = None) -> None:
+def run(
+    cable: CableServer,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    fd: int | None = None,
+    uvicorn_logging: bool = True,
+) -> None:
     """Serve ``cable`` until SIGINT/SIGTERM, then shut down gracefully.
 
     ``fd``: serve on an inherited listening socket instead (the workers of ``--workers``).
+    ``uvicorn_logging=False``: uvicorn's records go to the root logger's handlers (JSON logs)
+    instead of uvicorn's own.
     """
-    CableUvicornServer(config_for(cable, host=host, port=port, log_level=log_level, fd=fd), cable).run()
+    options: dict[str, Any] = {} if uvicorn_logging else {"log_config": None}
+    CableUvicornServer(config_for(cable, host=host, port=port, log_level=log_level, fd=fd, **options), cable).run()
 
 
 def run_workers(argv: Sequence[str], workers: int, *, host: str, port: int) -> int:

@@ -8,6 +8,7 @@ passes every other request to ``app`` (a Starlette app, say), or answers 404.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -18,12 +19,14 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from . import encoding
+from . import encoding, health
 from .channel import Channel
 from .config import Settings
 from .connection import Connection
 from .handshake import origin_allowed
 from .http_broadcast import BroadcastEndpoint
+from .limits import LimitKind
+from .metrics import Metrics
 from .naming import connection_identifier
 from .protocol import PROTOCOL_V1_EXT_JSON, DisconnectReason, ping_frame, select_subprotocol
 from .pubsub import MemoryBackend, PubSubBackend
@@ -38,6 +41,7 @@ logger = logging.getLogger("cable_server")
 C = TypeVar("C", bound=type[Channel])
 
 _NOT_FOUND = PlainTextResponse("Page not found", status_code=404)
+_TOO_MANY = PlainTextResponse("Too many connections from this address", status_code=429)
 
 
 class CableServer:
@@ -65,6 +69,11 @@ class CableServer:
         self.extensions: dict[str, Any] = {}
         self._stop_callbacks: list[Callable[[], Awaitable[None]]] = []
         self._heartbeat: asyncio.Task[None] | None = None
+        #: Counters and histograms of this server, served at ``settings.metrics_path``.
+        self.metrics = Metrics(self)
+        #: Set by :meth:`drain`: clients were told to go, readiness says 503.
+        self.draining = False
+        self._connections_by_address: collections.Counter[str] = collections.Counter()
         for channel_class in channels:
             self.register(channel_class)
 
@@ -100,9 +109,15 @@ class CableServer:
 
     # --- lifecycle ------------------------------------------------------------------------
 
+    @property
+    def running(self) -> bool:
+        """Started and not yet stopped."""
+        return self._heartbeat is not None
+
     async def start(self) -> None:
         """Start the pub/sub and the heartbeat (the ASGI lifespan does it when served)."""
         await self.router.start()
+        self.draining = False
         self._heartbeat = asyncio.ensure_future(self._beat())
 
     async def stop(self) -> None:
@@ -127,6 +142,7 @@ class CableServer:
 
     async def drain(self) -> None:
         """:meth:`restart`, then wait up to ``shutdown_timeout`` for the sockets to close."""
+        self.draining = True
         if not self.sessions:
             return
         logger.info("telling %d client(s) the server restarts", len(self.sessions))
@@ -161,8 +177,7 @@ class CableServer:
             await self._lifespan(receive, send)
             return
         path: str = scope.get("path", "")
-        if self.settings.broadcast_secret and scope["type"] == "http" and path == self.settings.broadcast_path:
-            await BroadcastEndpoint(self, self.settings.broadcast_secret)(scope, receive, send)
+        if scope["type"] == "http" and await self._serve_own_http(path, scope, receive, send):
             return
         mount = self.settings.path.rstrip("/")
         if path == mount or path.startswith(mount + "/"):
@@ -174,11 +189,53 @@ class CableServer:
         else:
             await WebSocket(scope, receive, send).close()
 
+    async def _serve_own_http(self, path: str, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Answer the HTTP paths the server serves itself (broadcast, health, metrics)."""
+        settings = self.settings
+        if settings.broadcast_secret and path == settings.broadcast_path:
+            await BroadcastEndpoint(self, settings.broadcast_secret)(scope, receive, send)
+        elif path == settings.health_path:
+            await health.live(scope, receive, send)
+        elif path == settings.ready_path:
+            await health.ready(self, scope, receive, send)
+        elif path == settings.metrics_path:
+            await self.metrics.endpoint(scope, receive, send)
+        else:
+            return False
+        return True
+
     async def endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The cable itself, for mounting in another app (``Mount("/cable", server.endpoint)``)."""
+        """The cable itself, for mounting in another app (``Mount("/cable", server.endpoint)``).
+
+        At most ``max_connections_per_address`` sockets per client address: one more is refused
+        before the upgrade with HTTP 429, which a browser reports as a failed connection that
+        ``@rails/actioncable`` retries with its backoff. (The ``unauthorized`` disconnect frame
+        would need an accepted socket and would tell the client never to reconnect.)
+        """
         if scope["type"] != "websocket":
             await _NOT_FOUND(scope, receive, send)
             return
+        client = scope.get("client")
+        address = client[0] if client else "?"
+        if self._connections_by_address[address] >= self.settings.max_connections_per_address:
+            self.metrics.limit_hit(LimitKind.CONNECTIONS_PER_ADDRESS)
+            logger.warning(
+                "refused a connection from %s: %d open from this address (max_connections_per_address)",
+                address,
+                self._connections_by_address[address],
+                extra={"peer": address, "limit": LimitKind.CONNECTIONS_PER_ADDRESS.value},
+            )
+            await WebSocket(scope, receive, send).send_denial_response(_TOO_MANY)
+            return
+        self._connections_by_address[address] += 1
+        try:
+            await self._serve_socket(scope, receive, send)
+        finally:
+            self._connections_by_address[address] -= 1
+            if not self._connections_by_address[address]:
+                del self._connections_by_address[address]
+
+    async def _serve_socket(self, scope: Scope, receive: Receive, send: Send) -> None:
         websocket = WebSocket(scope, receive, send)
         if not origin_allowed(self.settings, websocket.headers, scope.get("scheme", "ws")):
             logger.warning("refused origin %r (host %r)", websocket.headers.get("origin"), websocket.headers.get("host"))

@@ -17,9 +17,11 @@ import secrets
 import typing
 from typing import TYPE_CHECKING, Any, Final
 
-from . import encoding
+from . import encoding, logs
 from .connection import Connection
-from .errors import CableError, ProtocolError, PubSubError, UnauthorizedError
+from .errors import CableError, LimitExceeded, ProtocolError, PubSubError, UnauthorizedError
+from .limits import Admission, CommandLimiter, LimitKind
+from .metrics import error_category
 from .protocol import (
     PONG_FRAME,
     DisconnectReason,
@@ -81,6 +83,9 @@ class _FrameQueue:
         self._wakeup.set()
         return self._queued
 
+    def __len__(self) -> int:
+        return len(self._frames)
+
     def discard(self) -> None:
         """Forget every frame not yet sent."""
         self._frames.clear()
@@ -124,23 +129,51 @@ class Session:
         self._queue: _FrameQueue | None = None  # without direct writes; made when the session runs
         self._closer: asyncio.Future[None] | None = None  # the ASGI close, with direct writes
         self._closing = False
+        self._task: asyncio.Task[Any] | None = None  # the ASGI task running this session
+        self._give_up: asyncio.TimerHandle | None = None  # abandons a close the client never completes
+        self._abandoned = False
         self._internal: tuple[str, Listener] | None = None
         client = websocket.client
         self.peer = f"{client.host}:{client.port}" if client else "?"
+        #: Metrics, as plain ints (see :mod:`cable_server.metrics`).
+        self.frames_sent = 0
+        self.frames_dropped = 0
+        settings = server.settings
+        self._limiter = (
+            CommandLimiter(
+                settings.command_rate,
+                settings.command_burst,
+                max_dropped=settings.max_dropped_commands,
+                max_seconds=settings.max_flood_seconds,
+            )
+            if settings.command_rate > 0
+            else None
+        )
 
     # --- output ---------------------------------------------------------------------------
 
     def send(self, frame: str) -> None:
         """Send a frame after every frame sent before it; never waits."""
         if self._closing:
+            self.frames_dropped += 1
             return
+        self.frames_sent += 1
         waiting = self._put(frame)
         if waiting > self.server.settings.max_send_buffer:
-            logger.warning("%s: %d bytes unsent, client too slow: disconnecting", self.peer, waiting)
-            if self._queue is not None:
-                self._queue.discard()
-            self._put(disconnect_frame(DisconnectReason.TOO_SLOW, reconnect=True))
-            self._close(_NORMAL)
+            self._too_slow(waiting)
+
+    def _too_slow(self, waiting: int) -> None:
+        """Disconnect a client that stopped reading: frames not yet sent are dropped, the
+        ``too_slow`` frame and the close follow whatever the socket already holds."""
+        logger.warning(
+            "%s: %d bytes unsent, client too slow: disconnecting", self.peer, waiting, extra=logs.connection_fields(self)
+        )
+        self.server.metrics.slow_disconnects += 1
+        if self._queue is not None:
+            self.frames_dropped += len(self._queue)
+            self._queue.discard()
+        self._put(disconnect_frame(DisconnectReason.TOO_SLOW, reconnect=True))
+        self._close(_NORMAL)
 
     def _put(self, frame: str) -> int:
         """Hand ``frame`` to the socket (direct) or the writer task; returns what now waits."""
@@ -162,11 +195,24 @@ class Session:
                 self._queue.put(marker)
             else:  # direct writes: only the close goes through ASGI
                 self._closer = asyncio.ensure_future(_send_close(self._send, marker))
+            if self._task is not None:
+                self._give_up = asyncio.get_running_loop().call_later(self.server.settings.close_timeout, self._abandon)
+
+    def _abandon(self) -> None:
+        """The client did not complete the close in ``close_timeout`` (it stopped reading, so the
+        close frame is stuck behind unsent data and uvicorn never reports the disconnect): stop
+        reading for it, so that its subscriptions and this session are freed now. What the
+        transport still holds goes when the kernel gives up on the peer (``dead_peer_timeout``)."""
+        if self._task is not None and not self._task.done():
+            self._abandoned = True
+            self._task.cancel()
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Serve the accepted socket until it closes."""
+        logs.bind_connection(self)
+        self._task = asyncio.current_task()
         if self._direct is None:
             self._queue = _FrameQueue(self._send)
         try:
@@ -174,15 +220,24 @@ class Session:
                 await self._read()
         except OSError as exc:  # the peer vanished mid-write
             logger.debug("%s: connection lost: %s", self.peer, exc)
+        except asyncio.CancelledError:
+            if not self._abandoned:
+                raise
+            if self._task is not None:
+                self._task.uncancel()
+            logger.info("%s: the client did not complete the close: abandoned", self.peer)
         finally:
+            if self._give_up is not None:
+                self._give_up.cancel()
             await self._cleanup()
             writer = self._queue.task if self._queue is not None else self._closer
             if writer is not None:
                 if not writer.done():
-                    if self._closing:  # let queued frames and the close go out
+                    if self._closing and not self._abandoned:  # let queued frames and the close go out
                         await asyncio.wait([writer], timeout=self.server.settings.close_timeout)
                     writer.cancel()
                 await asyncio.gather(writer, return_exceptions=True)
+            self.server.metrics.session_ended(self)
 
     async def _open(self) -> bool:
         restored = self._recover() if self.protocol.extended else None
@@ -198,6 +253,7 @@ class Session:
             # Rails leaves such a socket open forever with no welcome and no pings; we close it
             # (1011) so the client reconnects instead of hanging.
             logger.exception("%s: Connection.connect raised; closing with 1011", self.peer)
+            self.server.metrics.errors["application"] += 1
             self._close(_INTERNAL_ERROR)
             return False
         restored_ids = [identifier for identifier, _ in restored.subscriptions] if restored else None
@@ -221,7 +277,8 @@ class Session:
         for subscription, params in restored.subscriptions if restored else ():
             await self._execute(Subscribe(subscription, params), confirm=False)
         for event in buffered:
-            await self._execute(event)
+            if self._admit():
+                await self._execute(event)
         return True
 
     async def _read(self) -> None:
@@ -235,7 +292,8 @@ class Session:
             else:
                 events = self.protocol.receive_bytes(message.get("bytes") or b"")
             for event in events:
-                await self._execute(event)
+                if self._admit():
+                    await self._execute(event)
 
     async def _execute(self, event: Event, *, confirm: bool = True) -> None:
         """Run one command; no error escapes, none is answered (as in Rails)."""
@@ -258,10 +316,48 @@ class Session:
                 pass
             else:
                 typing.assert_never(event)
+        except LimitExceeded as exc:
+            self._limit_hit(LimitKind(exc.kind), "refused command: %s", exc)
         except CableError as exc:
+            self.server.metrics.errors[error_category(exc)] += 1
             logger.warning("%s: ignored command: %s: %s", self.peer, type(exc).__name__, exc)
-        except Exception:
+        except Exception as exc:
+            self.server.metrics.errors[error_category(exc)] += 1
             logger.exception("%s: command failed: %r", self.peer, event)
+
+    def _admit(self) -> bool:
+        """Take the next command under the rate limit (see :mod:`cable_server.limits`); ``False``: drop it."""
+        if self._limiter is None:
+            return True
+        admission = self._limiter.admit()
+        if admission is Admission.RUN:
+            return True
+        if admission is Admission.DROP_FIRST:
+            settings = self.server.settings
+            self._limit_hit(
+                LimitKind.COMMAND_RATE,
+                "over %g commands/s (burst %d): dropping commands",
+                settings.command_rate,
+                settings.command_burst,
+            )
+        elif admission is Admission.DISCONNECT and not self._closing:
+            # Rails has no reason for this; invalid_request is in its list (every client knows it),
+            # and reconnect true lets a buggy page recover: @rails/actioncable reconnects only once
+            # its connection monitor finds the socket stale (seconds later), so a loop stays slow.
+            self._limit_hit(
+                LimitKind.COMMAND_FLOOD,
+                "still over the command rate after %d dropped commands: disconnecting (invalid_request)",
+                self._limiter.dropped,
+            )
+            self.disconnect(DisconnectReason.INVALID_REQUEST, reconnect=True)
+        return False
+
+    def _limit_hit(self, kind: LimitKind, message: str, *args: object) -> None:
+        """Count a limit hit and log it once, naming the peer and the connection's identifiers."""
+        self.server.metrics.limit_hit(kind)
+        fields = logs.connection_fields(self)
+        who = self.connection.connection_identifier or "anonymous"
+        logger.warning("%s (%s): " + message, self.peer, who, *args, extra={**fields, "limit": kind.value})
 
     def _on_internal_message(self, payload: str) -> None:
         """``action_cable/<connection identifier>`` messages: remote disconnect."""

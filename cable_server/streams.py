@@ -54,6 +54,8 @@ class StreamRouter:
         self._streams: dict[str, _Stream] = {}
         self._lock = asyncio.Lock()  # backend (un)subscribes run one at a time, in order
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Broadcasts the backend delivered (a metric; counted here, once per broadcast, not per frame).
+        self.received = 0
 
     async def start(self) -> None:
         """Start the backend, delivering to :meth:`dispatch`."""
@@ -106,6 +108,7 @@ class StreamRouter:
 
     def dispatch(self, stream: str, payload: str) -> None:
         """Deliver one encoded payload to every local listener of ``stream``, in order."""
+        self.received += 1
         offset = self.backlog.record(stream, payload)
         entry = self._streams.get(stream)
         if entry is None:

@@ -12,7 +12,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .backlog import HistoryGone
-from .errors import UnknownChannel, UnknownSubscription
+from .errors import LimitExceeded, UnknownChannel, UnknownSubscription
+from .limits import LimitKind
 from .protocol import History, Perform, Subscribe, Unsubscribe, history_frame, reject_frame, stream_message_frame
 
 if TYPE_CHECKING:
@@ -47,11 +48,18 @@ class Subscriptions:
         return [(identifier, channel.params) for identifier, channel in self._channels.items()]
 
     async def add(self, command: Subscribe, *, confirm: bool = True) -> None:
-        """Subscribe; a second subscribe for a live identifier is ignored (never confirmed twice)."""
+        """Subscribe; a second subscribe for a live identifier is ignored (never confirmed twice).
+
+        Beyond ``max_subscriptions`` the answer is ``reject_subscription`` (Rails has no limit).
+        """
         if command.identifier in self._channels:
             logger.debug("already subscribed to %s", command.identifier)
             return
         server = self._session.server
+        limit = server.settings.max_subscriptions
+        if len(self._channels) >= limit:
+            self._session.send(reject_frame(command.identifier))
+            raise LimitExceeded(LimitKind.SUBSCRIPTIONS, f"rejected {command.identifier}: {limit} subscriptions already")
         channel_class = server.channels.get(command.channel)
         if channel_class is None:
             if not server.settings.rails_exact:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -88,7 +89,20 @@ def test_help_lists_every_option() -> None:
     """cable-server --help exits 0 and documents the app argument and every option."""
     result = run_command("--help")
     assert result.returncode == 0
-    for option in ("APP", "--host", "--port", "--path", "--allowed-origins", "--log-level", "--ping-interval"):
+    for option in (
+        "APP",
+        "--host",
+        "--port",
+        "--path",
+        "--allowed-origins",
+        "--log-level",
+        "--log-format",
+        "--ping-interval",
+        "--max-subscriptions",
+        "--command-rate",
+        "--command-burst",
+        "--max-connections-per-address",
+    ):
         assert option in result.stdout
 
 
@@ -216,3 +230,66 @@ async def test_scripts_demo_serves_the_built_vue_chat(launch: Launcher, vue_chat
     assert page.status_code == 200 and '<div id="app"></div>' in page.text
     assert asset.status_code == 200 and "javascript" in asset.headers["content-type"]
     assert plain.status_code == 200 and "GptChatChannel" in plain.text
+
+
+async def test_json_logs_are_one_object_per_line_naming_the_connection(launch: Launcher) -> None:
+    """--log-format json: every line of the output is a JSON object with time, level, logger and message;
+    records about a client carry its connection id, peer and identifiers, limit hits their kind too."""
+    server = await launch(
+        "tests.fixture_app:create_app",
+        "--log-format",
+        "json",
+        "--max-subscriptions",
+        "1",
+        command=(sys.executable, "-m", "cable_server"),
+    )
+    alice = await CableClient.connect(f"ws://127.0.0.1:{server.port}/cable?user=alice", origin=server.origin)
+    await alice.subscribe(ident("EchoChannel", room="one"))
+    await alice.send({"command": "subscribe", "identifier": ident("EchoChannel", room="two")})
+    assert (await alice.recv())["type"] == "reject_subscription"
+    server.process.send_signal(signal.SIGTERM)
+    records = [json.loads(line) for line in (await server.output()).splitlines() if line.strip()]
+    assert all({"time", "level", "logger", "message"} <= record.keys() for record in records)
+    assert any(r["logger"].startswith("uvicorn") for r in records)  # uvicorn's own records too
+    connected = next(r for r in records if r["message"].endswith("connected alice"))
+    assert connected["identifiers"] == {"current_user": "alice"} and connected["peer"].startswith("127.0.0.1:")
+    limit = next(r for r in records if r.get("limit") == "subscriptions")
+    assert limit["level"] == "warning" and limit["connection_id"] == connected["connection_id"]
+    assert limit["identifiers"] == {"current_user": "alice"}
+
+
+async def test_sigterm_during_100_chat_streams_ends_every_one_cleanly(launch: Launcher, fake_openai: FakeOpenAI) -> None:
+    """SIGTERM while 100 users each watch an answer stream in: every client gets its frames in order, then
+    server_restart and a close 1000; every upstream stream is closed; the process exits cleanly, no traceback."""
+    fake_openai.default = Reply(chunks=[f"t{k} " for k in range(400)], delay=0.05)  # 20 s per answer
+    env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": fake_openai.url, "CABLE_LLM_MAX_CONCURRENT": "100"}
+    server = await launch(env=env, command=(sys.executable, "-m", "cable_server"))
+    users = [f"user{k}" for k in range(100)]
+
+    async def start_answer(user: str) -> CableClient:
+        client = await server.client(f"/cable?name={user}")
+        await client.subscribe(ident("GptChatChannel", room=user))
+        await client.perform(ident("GptChatChannel", room=user), "send_message", user_content="hi", user_id=user)
+        assert (await client.recv(10))["message"]["event"] == "start"
+        assert (await client.recv(10))["message"]["event"] == "delta"
+        return client
+
+    clients = await asyncio.gather(*(start_answer(user) for user in users))
+    assert len(fake_openai.requests) == 100
+    server.process.send_signal(signal.SIGTERM)
+
+    async def until_restart(client: CableClient) -> int:
+        seqs = []
+        while (frame := await client.recv(10)).get("type") != "disconnect":
+            seqs.append(frame["message"]["seq"])
+        assert frame == {"type": "disconnect", "reason": "server_restart", "reconnect": True}
+        assert seqs == list(range(2, 2 + len(seqs)))  # in order, none lost, up to the restart
+        return await closed_with(client)
+
+    assert await asyncio.gather(*(until_restart(client) for client in clients)) == [1000] * 100
+    assert await asyncio.wait_for(server.process.wait(), 20) in (0, -signal.SIGTERM)
+    await asyncio.wait_for(asyncio.gather(*(request.ended.wait() for request in fake_openai.requests)), 10)
+    assert all(request.closed_early for request in fake_openai.requests)
+    output = await server.output()
+    assert "Traceback" not in output and " ERROR " not in output, output
+    assert output.count("outcome=shutdown") == 100  # each generation ended as a shutdown, none as an error

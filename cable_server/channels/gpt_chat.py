@@ -80,7 +80,7 @@ class GptChatChannel(Channel):
         """Answer ``user_content`` into the sender's room (the ``user_id`` one when anonymous)."""
         target = self._target(data)
         try:
-            self.chat.start(target, data.get("user_content"), data.get("system_content"))
+            self.chat.start(target, data.get("user_content"), data.get("system_content"), requester=self.requester())
         except GenerationError as error:
             running = self.chat.active.get(target) if error.category is ErrorCategory.BUSY else None
             self.transmit(error_frame(error, **({"message_id": running.message_id} if running else {})))
@@ -116,6 +116,11 @@ class GptChatChannel(Channel):
     async def reset(self) -> None:
         """Forget the conversation; every subscriber of the room gets a ``reset`` frame."""
         await self.chat.reset(self._own_room())
+
+    def requester(self) -> str:
+        """Who counts against ``max_generations_per_user``: the identified user (all their tabs
+        together), else this one connection."""
+        return self.connection.connection_identifier or f"connection:{self.connection.sid}"
 
     def _own_room(self) -> str:
         assert self.room is not None  # actions reach confirmed subscriptions only

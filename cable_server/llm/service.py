@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..limits import LimitKind
 from .errors import ErrorCategory, GenerationError, classify
 from .history import HistoryStore, MemoryHistory, RedisHistory
 from .models import ChatModel, Message, model_for
@@ -58,6 +59,9 @@ class Generation:
     cancel_reason: str | None = None
     task: asyncio.Task[None] | None = None
     running: bool = False
+    #: Who asked for it (the user's connection identifier, or one connection's id), for the
+    #: per-user limit; ``None``: nobody in particular.
+    requester: str | None = None
 
     def cancel(self, reason: str) -> None:
         """End it with a ``stopped`` frame giving ``reason``; the first reason given wins."""
@@ -78,6 +82,8 @@ class Generation:
 class _Stats:
     """What one generation's log line reports."""
 
+    #: When send_message came in; ``requested``: when the upstream request went out (after the queue).
+    received: float = field(default_factory=time.monotonic)
     requested: float = field(default_factory=time.monotonic)
     first_token: float | None = None
     chunks: int = 0
@@ -118,6 +124,8 @@ class ChatService:
         self.frames = frames
         self.pool = GenerationPool(settings.max_concurrent, settings.max_queued)
         self.active: dict[str, Generation] = {}
+        self._per_requester: collections.Counter[str] = collections.Counter()
+        self._metrics = server.metrics.generations
         self._listeners: collections.Counter[str] = collections.Counter()
         self._orphan_timers: dict[str, asyncio.TimerHandle] = {}
 
@@ -140,27 +148,37 @@ class ChatService:
 
     # --- requests -------------------------------------------------------------------------
 
-    def start(self, room: str, user_content: Any, system_content: Any = None) -> Generation:
+    def start(self, room: str, user_content: Any, system_content: Any = None, *, requester: str | None = None) -> Generation:
         """Begin answering ``user_content`` into ``room``; the frames follow from a task.
 
-        Raises :class:`GenerationError` (``invalid_request``, ``busy``) when it cannot begin.
+        Raises :class:`GenerationError` (``invalid_request``, ``busy``) when it cannot begin:
+        one generation per room, ``max_generations_per_user`` per ``requester``.
         """
+        settings = self.settings
         if not isinstance(user_content, str) or not user_content.strip():
             raise GenerationError(ErrorCategory.INVALID_REQUEST, "user_content must be a non-empty string.")
-        if len(user_content) > self.settings.max_prompt_chars:
+        if len(user_content) > settings.max_prompt_chars:
+            self._limit_hit(LimitKind.PROMPT_LENGTH, room, f"a prompt of {len(user_content)} characters")
             raise GenerationError(
-                ErrorCategory.INVALID_REQUEST, f"user_content is longer than {self.settings.max_prompt_chars} characters."
+                ErrorCategory.INVALID_REQUEST, f"user_content is longer than {settings.max_prompt_chars} characters."
             )
         running = self.active.get(room)
         if running is not None:
             raise GenerationError(
                 ErrorCategory.BUSY, f"An answer ({running.message_id}) is still being written; stop it or wait."
             )
+        if requester is not None and self._per_requester[requester] >= settings.max_generations_per_user:
+            self._limit_hit(LimitKind.GENERATIONS_PER_USER, room, f"{requester} has {self._per_requester[requester]} running")
+            raise GenerationError(
+                ErrorCategory.BUSY, f"You have {settings.max_generations_per_user} answers being written; stop one or wait."
+            )
         system = self.settings.system_prompt
         if self.settings.allow_client_system_prompt and isinstance(system_content, str) and system_content.strip():
             system = system_content
-        generation = Generation(room)
+        generation = Generation(room, requester=requester)
         self.active[room] = generation
+        if requester is not None:
+            self._per_requester[requester] += 1
         generation.task = asyncio.ensure_future(self._run(generation, {"role": "user", "content": user_content}, system))
         return generation
 
@@ -182,6 +200,10 @@ class ChatService:
         await self.stop(room, reason="reset")
         await self.history.clear(room)
         await self.server.broadcast(room, {"content": "", "event": "reset"})
+
+    def _limit_hit(self, kind: LimitKind, room: str, detail: str) -> None:
+        self.server.metrics.limit_hit(kind)
+        logger.warning("generation refused in %s (%s): %s", room, kind.value, detail, extra={"limit": kind.value, "room": room})
 
     # --- who listens ----------------------------------------------------------------------
 
@@ -232,6 +254,7 @@ class ChatService:
 
     async def _run(self, generation: Generation, question: Message, system: str | None) -> None:
         generation.running = True
+        self._metrics.active.inc()
         stats = _Stats()
         outcome = "done"
         try:
@@ -260,12 +283,20 @@ class ChatService:
         except Exception as exc:
             error = classify(exc, started=stats.first_token is not None)
             outcome = f"error:{error.category}"
+            self._metrics.errors.labels(error.category.value).inc()
+            if error.category is ErrorCategory.OVERLOADED:
+                self._limit_hit(LimitKind.GENERATIONS_TOTAL, generation.room, f"{self.pool.waiting} waiting for a slot")
             if error.category is ErrorCategory.INTERNAL:
                 logger.exception("generation %s failed", generation.message_id)
             await self._emit(generation, "error", error=error.as_dict())
         finally:
+            self._metrics.active.dec()
             if self.active.get(generation.room) is generation:
                 del self.active[generation.room]
+            if generation.requester is not None:
+                self._per_requester[generation.requester] -= 1
+                if self._per_requester[generation.requester] <= 0:
+                    del self._per_requester[generation.requester]
             if generation.text or outcome == "done":
                 await self._remember(generation, question)
             self._log(generation, stats, outcome)
@@ -302,6 +333,11 @@ class ChatService:
 
     def _log(self, generation: Generation, stats: _Stats, outcome: str) -> None:
         now = time.monotonic()
+        metrics = self._metrics
+        metrics.outcomes.labels("done" if outcome == "done" else "error" if outcome.startswith("error") else "stopped").inc()
+        metrics.duration.observe(now - stats.received)
+        if stats.first_token is not None:
+            metrics.first_token.observe(stats.first_token - stats.requested)
         ttft = f"{(stats.first_token - stats.requested) * 1000:.0f}ms" if stats.first_token else "-"
         streaming = now - stats.first_token if stats.first_token else 0.0
         rate = f"{stats.chunks / streaming:.1f}" if streaming > 0 else "-"

@@ -43,6 +43,10 @@ class ChatSettings:
     max_concurrent: int = 64
     #: Requests allowed to wait for a free slot; beyond it they fail as ``overloaded``.
     max_queued: int = 1_000
+    #: Generations one user (an identified connection's identifier, else one connection) may
+    #: have running at once, across rooms; one more is refused as ``busy``. A room has one at a
+    #: time anyway; this stops an anonymous connection from starting answers in many rooms.
+    max_generations_per_user: int = 2
     #: Turns kept per room, and their approximate size in tokens (4 characters each).
     history_messages: int = 20
     history_tokens: int = 4_000

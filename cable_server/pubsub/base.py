@@ -17,7 +17,7 @@ MessageHandler = Callable[[str, str], None]
 
 
 class PubSubBackend(abc.ABC):
-    """Five coroutines: start, stop, subscribe, unsubscribe, broadcast.
+    """Five coroutines: start, stop, subscribe, unsubscribe, broadcast (and ``ping``, optional).
 
     ``subscribe`` returns only once the subscription is live (for Redis: the SUBSCRIBE was
     acknowledged), so a confirmation sent after it never misses a broadcast. Channel names
@@ -40,6 +40,11 @@ class PubSubBackend(abc.ABC):
     @abc.abstractmethod
     async def unsubscribe(self, channel: str) -> None:
         """Stop receiving ``channel``."""
+
+    async def ping(self) -> None:
+        """Raise :class:`~cable_server.errors.PubSubError` unless broadcasts flow right now (the
+        server's readiness check). In-process delivery always does."""
+        return None
 
     @abc.abstractmethod
     async def broadcast(self, channel: str, payload: str) -> None:

@@ -163,6 +163,17 @@ class RedisBackend(PubSubBackend):
         except _FAILURES as exc:
             raise PubSubError(f"cannot publish to {full!r} on Redis: {exc or type(exc).__name__}") from exc
 
+    async def ping(self) -> None:
+        """Both connections are up: the subscriber's (else broadcasts are lost) and a PING answered."""
+        if self._redis is None:
+            raise PubSubError("the Redis backend is not started")
+        if not self._connected.is_set():
+            raise PubSubError(f"the subscriber connection to Redis at {redacted(self.url)} is down")
+        try:
+            await self._redis.ping()
+        except _FAILURES as exc:
+            raise PubSubError(f"Redis at {redacted(self.url)} does not answer: {exc or type(exc).__name__}") from exc
+
     # --- reading --------------------------------------------------------------------------
 
     async def _read(self) -> None:

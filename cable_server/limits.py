@@ -1,0 +1,93 @@
+"""What one client may take from the server, sans I/O: the kinds of limit and the command rate.
+
+Each limit is a setting (:class:`~cable_server.config.Settings`, or
+:class:`~cable_server.llm.ChatSettings` for generations) with a production default. A hit is
+refused the way the protocol allows, logged at warning with the connection, and counted in
+``cable_limit_hits_total{kind}``.
+
+The command rate is a token bucket per connection: ``rate`` tokens a second, at most ``burst``
+held, one taken per command. A command that finds the bucket empty is dropped. Dropping starts a
+*flood*, which ends once the bucket is full again (the client was quiet for ``burst / rate``
+seconds). A flood that drops ``max_dropped`` commands, or is still dropping after
+``max_seconds``, is not a burst but a client stuck in a loop: it is disconnected.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+
+__all__ = ["Admission", "CommandLimiter", "LimitKind"]
+
+
+class LimitKind(enum.StrEnum):
+    """The ``kind`` label of ``cable_limit_hits_total``."""
+
+    SUBSCRIPTIONS = "subscriptions"
+    COMMAND_RATE = "command_rate"
+    COMMAND_FLOOD = "command_flood"
+    CONNECTIONS_PER_ADDRESS = "connections_per_address"
+    GENERATIONS_PER_USER = "generations_per_user"
+    GENERATIONS_TOTAL = "generations_total"
+    PROMPT_LENGTH = "prompt_length"
+
+
+class Admission(enum.Enum):
+    """What to do with one command."""
+
+    RUN = enum.auto()
+    #: Drop it; the first drop of a flood (log it).
+    DROP_FIRST = enum.auto()
+    #: Drop it silently: the flood was logged when it began.
+    DROP = enum.auto()
+    #: Drop it and disconnect the client: the flood went on too long.
+    DISCONNECT = enum.auto()
+
+
+class CommandLimiter:
+    """The token bucket of one connection, and the state of its flood; see the module docstring."""
+
+    __slots__ = ("_burst", "_clock", "_dropped", "_flood_since", "_max_dropped", "_max_seconds", "_rate", "_stamp", "_tokens")
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        *,
+        max_dropped: int,
+        max_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._rate = rate
+        self._burst = float(max(burst, 1))
+        self._max_dropped = max_dropped
+        self._max_seconds = max_seconds
+        self._clock = clock
+        self._tokens = self._burst
+        self._stamp = clock()
+        self._flood_since: float | None = None
+        self._dropped = 0
+
+    @property
+    def dropped(self) -> int:
+        """Commands dropped in the current flood (0 when there is none)."""
+        return self._dropped
+
+    def admit(self) -> Admission:
+        """Take a token for one command, and say what to do with it."""
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+        if self._flood_since is not None and self._tokens >= self._burst:
+            self._flood_since, self._dropped = None, 0  # quiet long enough: the flood is over
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return Admission.RUN
+        self._dropped += 1
+        if self._flood_since is None:
+            self._flood_since = now
+            return Admission.DROP_FIRST
+        if self._dropped >= self._max_dropped or now - self._flood_since >= self._max_seconds:
+            return Admission.DISCONNECT
+        return Admission.DROP

@@ -1,0 +1,92 @@
+"""Logging: one JSON object per line (``--log-format json``), with the connection a record is about.
+
+A record about a connection carries ``connection_id`` (the session id, AnyCable's ``sid``),
+``peer`` (client address and port) and ``identifiers`` (the ``identified_by`` values), so a log
+pipeline can follow one client. They come from two places:
+
+* ``extra=connection_fields(session)``, where code logs about a connection that may not be the
+  one it runs for (a broadcast from Alice's action disconnecting Bob as ``too_slow``);
+* otherwise the connection whose task is logging: each session binds itself to the context of
+  its own ASGI task (and so of every task it starts: actions' tasks, generations), and
+  :class:`ConnectionFilter` adds its fields to records that have none.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime
+import json
+import logging
+import sys
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from .session import Session
+
+__all__ = ["ConnectionFilter", "JsonFormatter", "bind_connection", "configure", "connection_fields"]
+
+_CURRENT: contextvars.ContextVar[Session | None] = contextvars.ContextVar("cable_server_connection", default=None)
+
+#: Attributes every LogRecord has: anything else on a record came from ``extra``.
+_STANDARD: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
+
+TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def bind_connection(session: Session) -> None:
+    """Make ``session`` the connection of every record logged from the current task (and the
+    tasks it starts from now on)."""
+    _CURRENT.set(session)
+
+
+def connection_fields(session: Session) -> dict[str, Any]:
+    """``connection_id``, ``peer`` and ``identifiers`` of ``session``, for ``extra=``."""
+    connection = session.connection
+    identifiers = {name: getattr(connection, name, None) for name in connection.identified_by}
+    return {"connection_id": session.sid, "peer": session.peer, "identifiers": identifiers}
+
+
+class ConnectionFilter(logging.Filter):
+    """Adds the fields of the current task's connection to records that name none."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "connection_id" not in record.__dict__:
+            session = _CURRENT.get()
+            if session is not None:
+                record.__dict__.update(connection_fields(session))
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"time", "level", "logger", "message", ...extra, "exception"?}`` on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update((key, value) for key, value in record.__dict__.items() if key not in _STANDARD)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def configure(level: str, log_format: str = "text") -> None:
+    """Log to stderr at ``level``, as text lines or JSON lines (``log_format``: ``text`` or ``json``)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(ConnectionFilter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())

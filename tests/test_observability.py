@@ -1,0 +1,147 @@
+"""Health checks and Prometheus metrics, served by the CableServer itself on its own port."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from cable_server import RedisBackend, Settings
+from cable_server.testing import FakeOpenAI, RedisServer, Reply
+from protocol_tests.client import ident
+
+from .chat_helpers import read_answer, room, start_chat
+from .conftest import RunningServer, ServerFactory
+from .fixture_app import create_app
+
+ROOM = ident("EchoChannel", room="observed")
+
+
+async def get(server: RunningServer, path: str) -> httpx.Response:
+    async with httpx.AsyncClient() as http:
+        return await http.get(server.http_url + path)
+
+
+async def scrape(server: RunningServer) -> dict[str, float]:
+    """``/metrics`` as ``{'name{label="value"}': value}``."""
+    response = await get(server, "/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            labels = ",".join(f'{key}="{value}"' for key, value in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples
+
+
+async def test_health_answers_ok_while_the_process_serves(server: RunningServer) -> None:
+    """GET /health: 200 {"status":"ok"}, whatever the pub/sub does (liveness)."""
+    response = await get(server, "/health")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+async def test_ready_until_the_server_drains(server: RunningServer) -> None:
+    """GET /health/ready: 200 while serving; 503 "draining" once clients were told server_restart."""
+    response = await get(server, "/health/ready")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+    await server.cable.drain()
+    response = await get(server, "/health/ready")
+    assert response.status_code == 503 and response.json() == {"status": "unavailable", "reason": "draining"}
+
+
+async def test_ready_is_503_while_redis_is_down_and_200_once_it_is_back(serve: ServerFactory) -> None:
+    """On Redis, readiness pings it: killed, 503 naming Redis; restarted, 200 again once the subscriber is back."""
+    with RedisServer() as redis:
+        cable = create_app(Settings(ping_interval=0.5, shutdown_timeout=1.0))
+        cable.set_pubsub(RedisBackend(redis.url, max_backoff=0.1))
+        server = await serve(cable)
+        assert (await get(server, "/health/ready")).status_code == 200
+        redis.kill()
+        response = await get(server, "/health/ready")
+        assert response.status_code == 503
+        assert response.json()["status"] == "unavailable" and "Redis" in response.json()["reason"]
+        assert (await get(server, "/health")).status_code == 200  # alive all along: do not restart it
+        redis.start()
+        for _ in range(100):
+            if (await get(server, "/health/ready")).status_code == 200:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("still not ready 5 s after Redis came back")
+
+
+async def test_the_paths_are_settings_and_none_turns_an_endpoint_off(serve: ServerFactory) -> None:
+    """health_path, ready_path and metrics_path move the endpoints; None serves nothing there."""
+    server = await serve(health_path="/livez", ready_path="/readyz", metrics_path=None)
+    assert (await get(server, "/livez")).json() == {"status": "ok"}
+    assert (await get(server, "/readyz")).json() == {"status": "ok"}
+    for gone in ("/health", "/health/ready", "/metrics"):
+        assert (await get(server, gone)).status_code == 404
+
+
+async def test_metrics_count_connections_subscriptions_broadcasts_and_frames(server: RunningServer) -> None:
+    """Two clients subscribed, one broadcast: the gauges and counters say so; a closed client leaves the gauges."""
+    before = await scrape(server)
+    assert before["cable_connections"] == 0 and before["cable_frames_sent_total"] == 0
+    alice, bob = await server.client(), await server.client()
+    await alice.subscribe(ROOM)
+    await bob.subscribe(ROOM)
+    await alice.perform(ROOM, "shout", payload="hi")
+    assert (await alice.recv())["message"] == "hi" and (await bob.recv())["message"] == "hi"
+    metrics = await scrape(server)
+    assert metrics["cable_connections"] == 2 and metrics["cable_subscriptions"] == 2
+    assert metrics["cable_broadcasts_received_total"] == 1
+    assert metrics["cable_frames_sent_total"] >= 6  # per client: welcome, confirmation, the broadcast (and pings)
+    await bob.close()
+    for _ in range(50):
+        metrics = await scrape(server)
+        if metrics["cable_connections"] == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert metrics["cable_connections"] == 1 and metrics["cable_subscriptions"] == 1
+    assert metrics["cable_frames_sent_total"] >= 6  # bob's frames stay counted after he left
+
+
+async def test_failures_are_counted_by_category(server: RunningServer) -> None:
+    """A malformed frame, an unknown action and an action that raises: cable_errors_total by category."""
+    client = await server.client()
+    await client.subscribe(ROOM)
+    await client.send("{not json")
+    await client.perform(ROOM, "no_such_action")
+    await client.perform(ROOM, "boom")
+    await client.perform(ROOM, "fast")
+    assert (await client.recv())["message"] == {"fast": "done"}
+    metrics = await scrape(server)
+    assert metrics['cable_errors_total{category="protocol"}'] == 1
+    assert metrics['cable_errors_total{category="subscription"}'] == 1
+    assert metrics['cable_errors_total{category="application"}'] == 1
+
+
+async def test_every_server_has_its_own_registry(serve: ServerFactory) -> None:
+    """Two servers in one process: each /metrics counts its own clients only (no global registry clash)."""
+    busy, idle = await serve(), await serve()
+    await busy.client()
+    assert (await scrape(busy))["cable_connections"] == 1
+    assert (await scrape(idle))["cable_connections"] == 0
+
+
+async def test_generation_metrics(serve: ServerFactory, fake_openai: FakeOpenAI) -> None:
+    """Active generations while streaming; then outcome, time to first token, duration and error category."""
+    chat = await start_chat(serve, fake_openai)
+    fake_openai.push(Reply(chunks=["a"] * 10, delay=0.03), Reply.error(401, "Incorrect API key provided."))
+    alice = await chat.user("alice")
+    await alice.perform(room("alice"), "send_message", user_content="hi")
+    await alice.recv()
+    assert (await scrape(chat.server))["cable_generations_active"] == 1
+    assert (await read_answer(alice, room("alice"))).last["event"] == "done"
+    await alice.perform(room("alice"), "send_message", user_content="again")
+    assert (await read_answer(alice, room("alice"))).last["error"]["category"] == "auth"
+    metrics = await scrape(chat.server)
+    assert metrics["cable_generations_active"] == 0
+    assert metrics['cable_generations_total{outcome="done"}'] == 1
+    assert metrics['cable_generations_total{outcome="error"}'] == 1
+    assert metrics['cable_generation_errors_total{category="auth"}'] == 1
+    assert metrics["cable_generation_first_token_seconds_count"] == 1
+    assert 0 < metrics["cable_generation_first_token_seconds_sum"] < 5
+    assert metrics["cable_generation_duration_seconds_count"] == 2
