@@ -161,9 +161,13 @@ class CableServer:
             await self.stop()
 
     async def _beat(self) -> None:
-        """One ping frame per tick, shared by every open connection."""
+        """One ping frame per tick, shared by every open connection; ticks keep their period
+        however long a pass over many thousands of connections takes."""
+        loop = asyncio.get_running_loop()
+        tick = loop.time()
         while True:
-            await asyncio.sleep(self.settings.ping_interval)
+            tick = max(tick + self.settings.ping_interval, loop.time())
+            await asyncio.sleep(tick - loop.time())
             frame = ping_frame(int(time.time()))
             for session in tuple(self.sessions):
                 session.send(frame)

@@ -12,10 +12,13 @@ from bench.servers import rails_available
 
 ROOT = Path(__file__).resolve().parent.parent
 NUMBER = re.compile(r"^[\d,.]+ ?(ms|µs|KiB|MiB|%|/s)?$")
+#: Rails may fall short within a scenario's bounds (a footnote says how): that is a result too.
+RAILS_CELL = re.compile(r"^([\d,.]+ ?(ms|µs|KiB|MiB|%|/s)?|n/a)( \[\d+\])?$")
 
 
 def test_quick_bench_fills_every_table() -> None:
-    """Every scenario prints its table, and every cell of every measured server holds a number."""
+    """Every scenario prints its table; every cell of ours holds a number, every cell of Rails a
+    number or a footnoted shortfall."""
     servers = ["ours", "rails"] if rails_available() else ["ours"]
     command = [sys.executable, "-m", "bench", "--quick", "--silent", "--server", "both" if len(servers) == 2 else "ours"]
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=150)
@@ -29,5 +32,6 @@ def test_quick_bench_fills_every_table() -> None:
         assert rows, table
         for row in rows:
             cells = [cell.strip() for cell in row.strip("|").split("|")]
-            for cell in cells[1 : 1 + len(servers)]:
-                assert NUMBER.match(cell), f"not a number: {cell!r} in\n{table}"
+            assert NUMBER.match(cells[1]), f"not a number: {cells[1]!r} in\n{table}"
+            if len(servers) == 2:
+                assert RAILS_CELL.match(cells[2]), f"not a Rails result: {cells[2]!r} in\n{table}"
