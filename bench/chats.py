@@ -4,7 +4,8 @@ Each user has its own connection and room and sends one ``send_message`` at the 
 the others; the fake OpenAI server answers each with 100 time-stamped chunks at 20 tokens/s
 (5 s). Chunk latency is as in :mod:`bench.stream` (the fake wrote it -> the client decoded it);
 first chunk is the time from the client sending ``send_message`` to it decoding the first
-chunk, which includes the fake's 50 ms pause before its first token.
+chunk, which includes the fake's 50 ms pause before its first token (and the time to make the
+request); first chunk added is that chunk's latency alone (the fake wrote it -> decoded).
 
 On Rails, ``send_message`` holds one of ActionCable's 4 worker threads for the whole answer, and
 the same pool delivers broadcasts: with more chats than threads, answers wait for a free thread
@@ -27,10 +28,12 @@ P50 = Metric("chunk latency p50", "ms")
 P99 = Metric("chunk latency p99", "ms")
 FIRST_P50 = Metric("first chunk p50", "ms")
 FIRST_P99 = Metric("first chunk p99", "ms")
+ADDED_P50 = Metric("first chunk added over the model p50", "ms")
+ADDED_P99 = Metric("first chunk added over the model p99", "ms")
 DONE = Metric("answers complete", "%", "higher")
 CPU = Metric("server CPU per chunk", "µs")
 FAKE_CPU = Metric("fake OpenAI CPU (% of one core)", "%", "")
-METRICS = (P50, P99, FIRST_P50, FIRST_P99, DONE, CPU, FAKE_CPU, LOADGEN_CPU)
+METRICS = (P50, P99, FIRST_P50, FIRST_P99, ADDED_P50, ADDED_P99, DONE, CPU, FAKE_CPU, LOADGEN_CPU)
 RATE = 20.0
 
 
@@ -56,6 +59,7 @@ def run(ctx: Context, table: Table) -> None:
         return {
             **answers.latency_cells(P50, P99, answers.latencies_ms, note),
             **answers.latency_cells(FIRST_P50, FIRST_P99, answers.first_ms, note),
+            **answers.latency_cells(ADDED_P50, ADDED_P99, answers.first_added_ms, note),
             DONE: Cell(100 * answers.ends.get("done", 0) / chats, note),
             CPU: Cell(1e6 * window.server_cpu / answers.chunks) if answers.chunks else Cell(None, note),
             FAKE_CPU: Cell(100 * window.others_cpu[0] / window.seconds),

@@ -43,6 +43,8 @@ class Answers:
     chats: int
     latencies_ms: list[float]
     first_ms: list[float]
+    #: The first chunk of each answer: the fake wrote it -> the client decoded it.
+    first_added_ms: list[float]
     ends: dict[str, int]
     seconds: float
     window: Window
@@ -88,6 +90,7 @@ def ask(ctx: Context, server: Server, fake_pid: int, chats: int, chunks: int, ra
         chats=chats,
         latencies_ms=[ns / 1e6 for reply in replies for ns in memoryview(reply["latencies"]).cast("q")],
         first_ms=[ns / 1e6 for reply in replies for ns in memoryview(reply["first"]).cast("q")],
+        first_added_ms=[ns / 1e6 for reply in replies for ns in memoryview(reply["first_added"]).cast("q")],
         ends=ends,
         seconds=max(last - started, 1) / 1e9,
         window=window,

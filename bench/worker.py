@@ -55,6 +55,7 @@ class ChatRecorder:
     def __init__(self, clients: list[CableClient]) -> None:
         self.latencies = array("q")
         self.first = array("q")
+        self.first_added = array("q")  # the first chunk: the fake wrote it -> decoded
         self.ends: collections.Counter[str] = collections.Counter()
         self.pending = len(clients)
         self.last = 0
@@ -74,6 +75,7 @@ class ChatRecorder:
             if first is None:
                 client.slot = (sent_at, now_ns)
                 self.first.append(now_ns - sent_at)
+                self.first_added.append(now_ns - int(content))
         elif event in END_EVENTS and first is not False:
             client.slot = (sent_at, False)  # ended: later frames of this client are not counted again
             self.ends[event] += 1
@@ -253,6 +255,7 @@ class Worker:
         return {
             "latencies": recorder.latencies.tobytes(),
             "first": recorder.first.tobytes(),
+            "first_added": recorder.first_added.tobytes(),
             "ends": dict(recorder.ends),
             "chats": len(self.clients),
             "started": started,
