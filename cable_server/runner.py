@@ -20,9 +20,9 @@ from typing import Any
 import uvicorn
 
 from .server import CableServer
-from .uvicorn_ws import protocol_class
+from .uvicorn_ws import CableWebSocketProtocol
 
-__all__ = ["CableUvicornServer", "config_for", "run", "run_workers", "tune_gc"]
+__all__ = ["CableUvicornServer", "config_for", "run", "run_workers", "set_dead_peer_timeout", "tune_gc"]
 
 
 class CableUvicornServer(uvicorn.Server):
@@ -32,12 +32,30 @@ class CableUvicornServer(uvicorn.Server):
         super().__init__(config)
         self.cable = cable
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start as uvicorn does, then give the listening sockets the dead-peer timeout."""
+        await super().startup(sockets)
+        set_dead_peer_timeout([sock for server in self.servers for sock in server.sockets], self.cable.settings.dead_peer_timeout)
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """Stop accepting, tell every client the server restarts, wait for them, then shut down."""
         for server in self.servers:
             server.close()  # no new connections while the old ones drain
         await self.cable.drain()
         await super().shutdown(sockets)
+
+
+def set_dead_peer_timeout(listeners: Sequence[Any], seconds: float | None) -> None:
+    """``TCP_USER_TIMEOUT`` on the listening sockets, which every accepted connection inherits
+    (Linux): unacknowledged data may stay in flight ``seconds`` before the kernel drops the
+    connection. The cable pings every few seconds, so a client that vanished without closing
+    is found this way at no cost per connection (no WebSocket ping/pong timers)."""
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if seconds is None or option is None:
+        return
+    for sock in listeners:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, option, int(seconds * 1000))
 
 
 def config_for(
@@ -53,7 +71,7 @@ def config_for(
         port=port,
         log_level=log_level,
         lifespan="on",
-        ws=protocol_class(tcp_user_timeout=cable.settings.dead_peer_timeout),
+        ws=CableWebSocketProtocol,
         ws_ping_interval=None,  # the cable pings; dead peers are found by dead_peer_timeout
         ws_per_message_deflate=cable.settings.per_message_deflate,
         ws_max_size=cable.settings.max_frame_bytes,

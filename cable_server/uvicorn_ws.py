@@ -24,8 +24,6 @@ empty ``deque`` allocates a 0.5 KB block: those two held four of them).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 from typing import Any, Final
 
 from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
@@ -36,7 +34,7 @@ from websockets.protocol import Protocol
 
 from .wsframe import text_frame
 
-__all__ = ["DIRECT_WRITE", "CableWebSocketProtocol", "DirectWriter", "protocol_class"]
+__all__ = ["DIRECT_WRITE", "CableWebSocketProtocol", "DirectWriter"]
 
 #: The scope extension under which the connection's :class:`DirectWriter` is found.
 DIRECT_WRITE: Final = "cable_server.direct_write"
@@ -120,24 +118,10 @@ class _Flag:
 class CableWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's ``websockets-sansio`` protocol, offering a :class:`DirectWriter` to the app."""
 
-    #: Seconds unacknowledged data may stay in flight before the kernel drops the connection
-    #: (``TCP_USER_TIMEOUT``): a client that vanished without closing is found by the cable's
-    #: own pings, at no cost per connection. ``None`` leaves the system default (minutes).
-    tcp_user_timeout: float | None = 30.0
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue = _Inbox()  # type: ignore[assignment]
         self.writable = _Flag()  # type: ignore[assignment]
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Register the connection as uvicorn does, and arm the dead-peer timeout."""
-        super().connection_made(transport)
-        sock = transport.get_extra_info("socket")
-        option = getattr(socket, "TCP_USER_TIMEOUT", None)
-        if self.tcp_user_timeout is not None and option is not None and sock is not None:
-            with contextlib.suppress(OSError):  # not TCP (a Unix socket, say)
-                sock.setsockopt(socket.IPPROTO_TCP, option, int(self.tcp_user_timeout * 1000))
 
     def data_received(self, data: bytes) -> None:
         """Feed ``websockets``; the upgrade request (the first data) is parsed here when plain."""
@@ -180,8 +164,3 @@ class CableWebSocketProtocol(WebSocketsSansIOProtocol):
         await super().send(message)
         if message["type"] == "websocket.accept" and self.handshake_complete:
             del self.request, self.response
-
-
-def protocol_class(*, tcp_user_timeout: float | None) -> type[CableWebSocketProtocol]:
-    """The protocol class for uvicorn's ``ws`` option, with this dead-peer timeout."""
-    return type("CableWebSocketProtocol", (CableWebSocketProtocol,), {"tcp_user_timeout": tcp_user_timeout})

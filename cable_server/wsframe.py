@@ -19,12 +19,25 @@ _SHORT: Final = struct.Struct("!BBH")
 _LONG: Final = struct.Struct("!BBQ")
 
 
+class _Last:
+    """The last frame built, by the identity of its text: a broadcast or a heartbeat hands the
+    same ``str`` to every connection in turn, so it is encoded and framed once, not per client."""
+
+    text = ""
+    frame = b"\x81\x00"
+
+
 def text_frame(text: str) -> bytes:
     """The complete, unmasked, final text frame carrying ``text``."""
+    if text is _Last.text:
+        return _Last.frame
     payload = text.encode()
     size = len(payload)
     if size < 126:
-        return bytes((_FIN_TEXT, size)) + payload
-    if size < 0x10000:
-        return _SHORT.pack(_FIN_TEXT, 126, size) + payload
-    return _LONG.pack(_FIN_TEXT, 127, size) + payload
+        frame = bytes((_FIN_TEXT, size)) + payload
+    elif size < 0x10000:
+        frame = _SHORT.pack(_FIN_TEXT, 126, size) + payload
+    else:
+        frame = _LONG.pack(_FIN_TEXT, 127, size) + payload
+    _Last.text, _Last.frame = text, frame
+    return frame

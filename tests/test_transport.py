@@ -140,3 +140,11 @@ async def test_connections_are_dropped_by_the_kernel_when_the_peer_stops_acknowl
     timeouts = {sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) for sock in sockets}
     assert timeouts == {30_000}
     await client.close()
+
+
+def test_frames_for_texts_in_turn_each_carry_their_own_text() -> None:
+    """The last frame is reused only for the very same ``str`` object (a broadcast to many)."""
+    first = "".join(["{", '"n":1', "}"])
+    same_content = "".join(["{", '"n":1', "}"])
+    frames = [text_frame(text) for text in (first, first, "other", same_content, "")]
+    assert [parse_server_frame(frame).data for frame in frames] == [b'{"n":1}', b'{"n":1}', b"other", b'{"n":1}', b""]
