@@ -18,6 +18,7 @@ import datetime
 import json
 import logging
 import sys
+import weakref
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
@@ -25,7 +26,10 @@ if TYPE_CHECKING:
 
 __all__ = ["ConnectionFilter", "JsonFormatter", "bind_connection", "configure", "connection_fields"]
 
-_CURRENT: contextvars.ContextVar[Session | None] = contextvars.ContextVar("cable_server_connection", default=None)
+# A weak reference: contexts outlive their tasks (an upstream HTTP connection opened by a
+# generation keeps the context it was opened in for as long as it stays pooled), and must not
+# keep a closed connection's session alive (found by the soak test).
+_CURRENT: contextvars.ContextVar[weakref.ref[Session] | None] = contextvars.ContextVar("cable_server_connection", default=None)
 
 #: Attributes every LogRecord has: anything else on a record came from ``extra``.
 _STANDARD: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
@@ -41,7 +45,7 @@ TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def bind_connection(session: Session) -> None:
     """Make ``session`` the connection of every record logged from the current task (and the
     tasks it starts from now on)."""
-    _CURRENT.set(session)
+    _CURRENT.set(weakref.ref(session))
 
 
 def connection_fields(session: Session) -> dict[str, Any]:
@@ -56,7 +60,8 @@ class ConnectionFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if "connection_id" not in record.__dict__:
-            session = _CURRENT.get()
+            reference = _CURRENT.get()
+            session = reference() if reference is not None else None
             if session is not None:
                 record.__dict__.update(connection_fields(session))
         return True

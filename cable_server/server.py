@@ -168,11 +168,15 @@ class CableServer:
         while True:
             tick = max(tick + self.settings.ping_interval, loop.time())
             await asyncio.sleep(tick - loop.time())
-            frame = ping_frame(int(time.time()))
-            for session in tuple(self.sessions):
-                session.send(frame)
+            self._ping_all(ping_frame(int(time.time())))
             self.router.expire_backlog()
             self.recoverable.expire()
+
+    def _ping_all(self, frame: str) -> None:
+        # A function of its own: the loop variable must not keep the last session alive until
+        # the next tick, as a local of ``_beat`` did (found by the soak test).
+        for session in tuple(self.sessions):
+            session.send(frame)
 
     # --- ASGI -----------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from typing import Any
 from cable_server import CableServer, Settings
 from cable_server.channels import GptChatChannel
 from cable_server.llm import ChatService, ChatSettings
-from cable_server.testing import FakeOpenAI
+from cable_server.testing import FakeOpenAI, Reply
 from protocol_tests.client import CableClient, ident
 
 from .conftest import RunningServer, ServerFactory
@@ -82,3 +82,34 @@ def chat_app(fake: FakeOpenAI, **settings: Any) -> tuple[CableServer, ChatServic
 async def start_chat(serve: ServerFactory, fake: FakeOpenAI, **settings: Any) -> ChatHarness:
     cable, service = chat_app(fake, **settings)
     return ChatHarness(await serve(cable), fake, service)
+
+
+class Assembled:
+    """Frames kept by message_id and seq, as a resuming client keeps them (duplicates collapse)."""
+
+    def __init__(self) -> None:
+        self.frames: dict[str, dict[int, dict[str, Any]]] = {}
+
+    def add(self, message: dict[str, Any]) -> None:
+        if "message_id" in message and "seq" in message:
+            kept = self.frames.setdefault(message["message_id"], {})
+            assert kept.setdefault(message["seq"], message)["content"] == message["content"], "a replay differs from the original"
+
+    def last_seq(self, message_id: str) -> int:
+        seq = -1
+        while seq + 1 in self.frames.get(message_id, {}):
+            seq += 1
+        return seq
+
+    def finished(self, message_id: str) -> bool:
+        last = self.last_seq(message_id)
+        return last >= 0 and self.frames[message_id][last]["event"] in TERMINAL
+
+    def text(self, message_id: str) -> str:
+        return "".join(self.frames[message_id][seq]["content"] for seq in range(self.last_seq(message_id) + 1))
+
+
+def script(request: Any) -> Reply:
+    """The question names the answer: 'q<n>' gets 20 chunks 'q<n>.<k> ' at a brisk pace."""
+    name = request.messages[-1]["content"]
+    return Reply(chunks=[f"{name}.{k} " for k in range(20)], delay=0.002)

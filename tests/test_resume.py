@@ -5,44 +5,18 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pytest
 
 from cable_server import RedisBackend
-from cable_server.testing import FakeOpenAI, RedisServer, Reply
+from cable_server.testing import FakeOpenAI, RedisServer
 from protocol_tests.client import CableClient
 
-from .chat_helpers import TERMINAL, chat_app, read_answer, room, start_chat
+from .chat_helpers import Assembled, chat_app, read_answer, room, script, start_chat
 from .conftest import RunningServer, ServerFactory
 from .proxy import cuttable_proxy
 
 Connect = Callable[[str], Awaitable[CableClient]]
-
-
-class Assembled:
-    """Frames kept by message_id and seq, as a resuming client keeps them (duplicates collapse)."""
-
-    def __init__(self) -> None:
-        self.frames: dict[str, dict[int, dict[str, Any]]] = {}
-
-    def add(self, message: dict[str, Any]) -> None:
-        if "message_id" in message and "seq" in message:
-            kept = self.frames.setdefault(message["message_id"], {})
-            assert kept.setdefault(message["seq"], message)["content"] == message["content"], "a replay differs from the original"
-
-    def last_seq(self, message_id: str) -> int:
-        seq = -1
-        while seq + 1 in self.frames.get(message_id, {}):
-            seq += 1
-        return seq
-
-    def finished(self, message_id: str) -> bool:
-        last = self.last_seq(message_id)
-        return last >= 0 and self.frames[message_id][last]["event"] in TERMINAL
-
-    def text(self, message_id: str) -> str:
-        return "".join(self.frames[message_id][seq]["content"] for seq in range(self.last_seq(message_id) + 1))
 
 
 async def ask_drop_resume(
@@ -69,12 +43,6 @@ async def ask_drop_resume(
         message_id = message_id or message["message_id"]
     await again.close()
     return assembled, message_id
-
-
-def script(request: Any) -> Reply:
-    """The question names the answer: 'q<n>' gets 20 chunks 'q<n>.<k> ' at a brisk pace."""
-    name = request.messages[-1]["content"]
-    return Reply(chunks=[f"{name}.{k} " for k in range(20)], delay=0.002)
 
 
 async def drop_many(connect_first: Connect, connect_again: Connect, generations: int, users: int = 10) -> None:
