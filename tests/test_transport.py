@@ -148,3 +148,26 @@ def test_frames_for_texts_in_turn_each_carry_their_own_text() -> None:
     same_content = "".join(["{", '"n":1', "}"])
     frames = [text_frame(text) for text in (first, first, "other", same_content, "")]
     assert [parse_server_frame(frame).data for frame in frames] == [b'{"n":1}', b'{"n":1}', b"other", b'{"n":1}', b""]
+
+
+@pytest.mark.parametrize(
+    ("method", "key", "status"),
+    [
+        ("POST", "dGhlIHNhbXBsZSBub25jZQ==", b"405"),  # not a plain GET: websockets' own parser answers
+        ("GET", "short", b"400"),  # a plain GET still goes through websockets' validation
+    ],
+)
+async def test_a_malformed_upgrade_gets_an_http_error_and_the_server_goes_on(
+    server: RunningServer, method: str, key: str, status: bytes
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        f"{method} /cable HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nOrigin: {server.origin}\r\n"
+        f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    status_line = await asyncio.wait_for(reader.readline(), 5)
+    assert status_line.split()[1] == status
+    writer.close()
+    client = await server.client("?user=after")
+    await client.subscribe(ECHO)
+    await client.close()
