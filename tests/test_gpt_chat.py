@@ -91,15 +91,6 @@ async def test_a_room_defaults_to_the_identified_user(serve: ServerFactory, fake
     assert (await read_answer(alice, identifier)).last["event"] == "done"
 
 
-async def test_anonymous_connections_keep_the_original_behaviour(serve: ServerFactory, fake_openai: FakeOpenAI) -> None:
-    """Without identity, the room and user_id the client sends decide, as in the Rails original."""
-    chat = await start_chat(serve, fake_openai)
-    watcher, sender = await chat.user(None, subscribe="7"), await chat.user(None, subscribe="8")
-    await sender.perform(room("8"), "send_message", user_content="hi", user_id=7)
-    assert (await read_answer(watcher, room("7"))).text == Reply().text
-    await sender.expect_silence(0.3)
-
-
 async def test_a_subscription_without_a_usable_room_is_rejected(serve: ServerFactory, fake_openai: FakeOpenAI) -> None:
     """An anonymous client must name its room: a missing or non-scalar room is refused."""
     chat = await start_chat(serve, fake_openai)

@@ -7,7 +7,9 @@ allows, logged once at warning with the peer, and counted in ``cable_limit_hits_
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from typing import Any
 
 import pytest
 import websockets
@@ -16,7 +18,7 @@ from cable_server.limits import Admission, CommandLimiter
 from cable_server.testing import FakeOpenAI, Reply
 from protocol_tests.client import CableClient, assert_usable, ident
 
-from .chat_helpers import read_answer, room, start_chat
+from .chat_helpers import TERMINAL, read_answer, room, start_chat
 from .conftest import RunningServer, ServerFactory
 from .test_observability import scrape
 
@@ -129,14 +131,21 @@ async def test_behind_a_proxy_connections_count_per_forwarded_address(serve: Ser
 async def test_one_anonymous_connection_cannot_start_answers_in_many_rooms(
     serve: ServerFactory, fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """max_generations_per_user=2: an anonymous connection naming a third room by user_id gets busy; the model sees 2 requests."""
+    """max_generations_per_user=2: an anonymous connection asking in a third room it joined gets busy; 2 requests upstream."""
     chat = await start_chat(serve, fake_openai, max_generations_per_user=2)
     fake_openai.default = Reply(chunks=["x"] * 20, delay=0.02)
-    anonymous = await chat.user(None, subscribe="r1")
-    for user_id in ("r1", "r2", "r3"):
-        await anonymous.perform(room("r1"), "send_message", user_content="hi", user_id=user_id)
-    frames = (await read_answer(anonymous, room("r1"))).frames
-    refused = [f for f in frames if f["event"] == "error"]
+    anonymous = await chat.user(None, subscribe=None)
+    names = ("r1", "r2", "r3")
+    for name in names:
+        await anonymous.subscribe(room(name))
+    for name in names:
+        await anonymous.perform(room(name), "send_message", user_content="hi", user_id=name)
+    frames: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    while not all(frames[name] and frames[name][-1]["event"] in TERMINAL for name in names):
+        frame = await anonymous.recv(5)
+        frames[json.loads(frame["identifier"])["room"]].append(frame["message"])
+    assert [frames[name][-1]["event"] for name in names] == ["done", "done", "error"]
+    refused = frames["r3"]
     assert refused == [
         {"content": "", "event": "error", "error": {"category": "busy", "message": refused[0]["error"]["message"]}}
     ]

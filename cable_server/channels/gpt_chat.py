@@ -9,13 +9,21 @@ The frontend written for Rails does::
 
 and gets one ``{"content": ...}`` per upstream chunk on ``public_<room>``, in upstream order,
 plus additive lifecycle keys (see :mod:`cable_server.llm.service`). Beyond the original:
-``stop`` and ``reset`` actions, conversation memory, and identity: on a connection with
-identifiers, the room is the user's own (another room is rejected, ``user_id`` in the data is
-ignored). Anonymous connections keep the original behaviour, where the client names the room.
+``stop``, ``reset``, ``resume`` and ``history`` actions, conversation memory, and a rule on
+whose answer a subscription may act on:
+
+* identified connection (``identified_by`` set by ``connect``): the room is the user's own;
+  subscribing to another is rejected and ``user_id`` in the data is ignored;
+* anonymous connection: the client names the room when it subscribes, and every action of
+  that subscription acts on that room only. A ``send_message`` whose ``user_id`` names another
+  room is refused with a ``forbidden`` error frame to the sender alone (the Rails original
+  streamed into the room ``user_id`` named, so anyone could write into anyone's screen).
+  A room id is then a capability: whoever knows it can join the room.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ..channel import Channel
@@ -23,6 +31,8 @@ from ..llm.errors import ErrorCategory, GenerationError
 from ..llm.service import ChatService, error_frame
 
 __all__ = ["GptChatChannel", "room_name"]
+
+logger = logging.getLogger("cable_server.channels.gpt_chat")
 
 
 def room_name(value: Any) -> str | None:
@@ -77,12 +87,18 @@ class GptChatChannel(Channel):
             self.chat.left(self.room)
 
     def send_message(self, data: dict[str, Any]) -> None:
-        """Answer ``user_content`` into the sender's room (the ``user_id`` one when anonymous)."""
-        target = self._target(data)
+        """Answer ``user_content`` into this subscription's room.
+
+        ``user_id``, sent by the Rails frontend, must name that same room on an anonymous
+        connection (a number or a string, as Ruby would print it), else a ``forbidden`` error
+        frame goes to the sender alone; on an identified connection it is ignored.
+        """
+        room = self._own_room()
         try:
-            self.chat.start(target, data.get("user_content"), data.get("system_content"), requester=self.requester())
+            self._check_user_id(data.get("user_id"))
+            self.chat.start(room, data.get("user_content"), data.get("system_content"), requester=self.requester())
         except GenerationError as error:
-            running = self.chat.active.get(target) if error.category is ErrorCategory.BUSY else None
+            running = self.chat.active.get(room) if error.category is ErrorCategory.BUSY else None
             self.transmit(error_frame(error, **({"message_id": running.message_id} if running else {})))
 
     async def stop(self, data: dict[str, Any]) -> None:
@@ -126,9 +142,12 @@ class GptChatChannel(Channel):
         assert self.room is not None  # actions reach confirmed subscriptions only
         return self.room
 
-    def _target(self, data: dict[str, Any]) -> str:
-        if self.owner() is None:
-            user = room_name(data.get("user_id"))
-            if user is not None:
-                return f"public_{user}"
-        return self._own_room()
+    def _check_user_id(self, user_id: Any) -> None:
+        if user_id is None or self.owner() is not None or f"public_{room_name(user_id)}" == self.room:
+            return
+        logger.warning(
+            "send_message refused: subscription to %s named user_id %.64r", self.room, user_id, extra={"room": self.room}
+        )
+        raise GenerationError(
+            ErrorCategory.FORBIDDEN, "user_id names another room than the one this subscription joined; nothing was sent."
+        )

@@ -5,9 +5,11 @@ The page is the Vue chat of ``examples/vue-chat`` once it is built (``scripts/de
 
 ``cable-server`` with no argument serves it. The model comes from the environment
 (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``CABLE_LLM_*``); with none, the offline demo model
-answers. Each browser gets its name (``?name=...``, else a guest name) from its ``Connection``;
-the name comes from the connection, never from the messages, so nobody can read or speak as
-someone else.
+answers. A browser that sends ``?name=...`` is identified by that name (its chat room is its
+own, and it speaks under that name); one that sends nothing, like the frontend written for the
+Rails original, is anonymous: it is served, never refused, under the anonymous rules of
+``GptChatChannel`` (a subscription acts on its own room only), and speaks in ``ChatChannel`` as a
+random guest name. Names come from the connection, never from the messages.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 import secrets
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
@@ -30,19 +32,31 @@ from ..connection import Connection
 from ..llm import ChatService, ChatSettings
 from ..server import CableServer
 
+if TYPE_CHECKING:
+    from ..session import Session
+
 __all__ = ["ChatChannel", "DemoConnection", "EchoChannel", "built_frontend", "create_app"]
 
 logger = logging.getLogger("cable_server.demo")
 
 
 class DemoConnection(Connection):
-    """Identified by ``?name=`` (else a random guest name): enough for a demo, not authentication."""
+    """Identified by ``?name=`` (enough for a demo, not authentication); anonymous without it."""
 
     identified_by = ("current_user",)
 
+    def __init__(self, session: Session) -> None:
+        super().__init__(session)
+        #: What ``ChatChannel`` calls an anonymous connection; a display name, never an identity.
+        self.guest_name = f"guest-{secrets.token_hex(2)}"
+
     async def connect(self) -> None:
-        name = self.request.query_params.get("name", "").strip()[:32]
-        self.current_user = name or f"guest-{secrets.token_hex(2)}"
+        self.current_user = self.request.query_params.get("name", "").strip()[:32] or None
+
+    @property
+    def display_name(self) -> str:
+        """The name others see: the identity, else the guest name."""
+        return self.current_user or self.guest_name
 
 
 class ChatChannel(Channel):
@@ -54,13 +68,17 @@ class ChatChannel(Channel):
             self.reject()
             return
         self.stream_from(f"chat_{room}")
-        self.transmit({"system": f"you are {self.current_user}"})
+        self.transmit({"system": f"you are {self._speaker()}"})
 
     async def speak(self, data: dict[str, Any]) -> None:
         """Broadcast ``text`` to the room, signed with the speaker's connection identity."""
         text = data.get("text")
         if isinstance(text, str) and text.strip():
-            await self.server.broadcast(f"chat_{self.params['room']}", {"user": self.current_user, "text": text})
+            await self.server.broadcast(f"chat_{self.params['room']}", {"user": self._speaker(), "text": text})
+
+    def _speaker(self) -> str:
+        connection = self.connection
+        return connection.display_name if isinstance(connection, DemoConnection) else str(connection.connection_identifier)
 
 
 class EchoChannel(Channel):

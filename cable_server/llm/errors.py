@@ -17,6 +17,9 @@ class ErrorCategory(enum.StrEnum):
 
     #: The request itself was refused before reaching the model (empty or too long prompt).
     INVALID_REQUEST = "invalid_request"
+    #: The request names a room its subscription may not act on (an anonymous ``user_id`` that is
+    #: not the subscription's own room).
+    FORBIDDEN = "forbidden"
     #: The room already has a generation running.
     BUSY = "busy"
     #: Too many requests are waiting for a free slot.
