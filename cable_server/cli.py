@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default=os.environ.get("CABLE_HOST", "127.0.0.1"), help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("CABLE_PORT", "8000")), help="port (default 8000)")
     parser.add_argument("--path", default=None, help="mount path of the cable (default /cable)")
+    tls = parser.add_argument_group("TLS: serve https:// and wss:// directly (both files, or neither)")
+    tls.add_argument(
+        "--ssl-certfile", default=os.environ.get("CABLE_SSL_CERTFILE") or None, metavar="PEM", help="certificate chain"
+    )
+    tls.add_argument("--ssl-keyfile", default=os.environ.get("CABLE_SSL_KEYFILE") or None, metavar="PEM", help="private key")
     parser.add_argument(
         "--allowed-origins",
         default=os.environ.get("CABLE_ALLOWED_ORIGINS"),
@@ -152,7 +157,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if arguments[:1] == ["broadcast"]:
         broadcast_command(arguments[1:])
         return
-    args = build_parser().parse_args(arguments)
+    parser = build_parser()
+    args = parser.parse_args(arguments)
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        parser.error("--ssl-certfile and --ssl-keyfile go together")
+    scheme = "https" if args.ssl_certfile else "http"
     logs.configure(args.log_level, args.log_format)
     # Factories (and the chat service) read these too, e.g. to keep chat history in the same Redis.
     for variable, value in (("CABLE_PUBSUB_URL", args.pubsub), ("CABLE_CHANNEL_PREFIX", args.channel_prefix)):
@@ -165,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.workers > 1:
         if isinstance(pubsub, MemoryBackend):
             raise SystemExit("cable-server: --workers needs a pub/sub shared by the processes: add --pubsub redis://...")
-        print(f"cable-server: {args.workers} workers of {args.app} on http://{args.host}:{args.port}", flush=True)
+        print(f"cable-server: {args.workers} workers of {args.app} on {scheme}://{args.host}:{args.port}", flush=True)
         sys.exit(run_workers(arguments, args.workers, host=args.host, port=args.port))
     cable = load_app(args.app)
     if args.pubsub:
@@ -175,12 +184,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         logger.warning("origin check disabled: any web page can open a cable to this server")
     json_logs = args.log_format == "json"
     if args.fd is None:
-        serving = f"cable-server: serving {args.app} on http://{args.host}:{args.port} (cable at {cable.settings.path})"
+        serving = f"cable-server: serving {args.app} on {scheme}://{args.host}:{args.port} (cable at {cable.settings.path})"
         if json_logs:
             logger.info(serving)
         else:
             print(serving, flush=True)
-    run(cable, host=args.host, port=args.port, log_level=args.log_level, fd=args.fd, uvicorn_logging=not json_logs)
+    run(
+        cable,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        fd=args.fd,
+        uvicorn_logging=not json_logs,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
+    )
 
 
 def configure(cable: CableServer, args: argparse.Namespace) -> None:

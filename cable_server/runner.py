@@ -103,16 +103,22 @@ def run(
     log_level: str = "info",
     fd: int | None = None,
     uvicorn_logging: bool = True,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
 ) -> None:
     """Serve ``cable`` until SIGINT/SIGTERM, then shut down gracefully.
 
     ``fd``: serve on an inherited listening socket instead (the workers of ``--workers``).
     ``uvicorn_logging=False``: uvicorn's records go to the root logger's handlers (JSON logs)
-    instead of uvicorn's own.
+    instead of uvicorn's own. ``ssl_certfile`` and ``ssl_keyfile``: serve TLS (``https://``,
+    ``wss://``), for a frontend that hard-codes ``wss://`` and no proxy in front.
     """
     tune_gc()
     options: dict[str, Any] = {} if uvicorn_logging else {"log_config": None}
-    CableUvicornServer(config_for(cable, host=host, port=port, log_level=log_level, fd=fd, **options), cable).run()
+    config = config_for(
+        cable, host=host, port=port, log_level=log_level, fd=fd, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, **options
+    )
+    CableUvicornServer(config, cable).run()
 
 
 def run_workers(argv: Sequence[str], workers: int, *, host: str, port: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from ssl import SSLContext
 from typing import Any
 
 import websockets
@@ -31,6 +32,7 @@ class CableClient:
         subprotocols: tuple[str, ...] | None = DEFAULT_PROTOCOLS,
         headers: dict[str, str] | None = None,
         welcome: bool = True,
+        ssl: SSLContext | None = None,
     ) -> CableClient:
         ws = await websockets.connect(
             url,
@@ -40,6 +42,7 @@ class CableClient:
             compression=None,
             open_timeout=5,
             max_size=None,
+            ssl=ssl,
         )
         client = cls(ws)
         if welcome:

@@ -16,8 +16,9 @@ from protocol_tests.client import CableClient
 
 from .fixture_app import create_app
 from .frontend import browser, nginx, vue_chat_dist
+from .processes import launch
 
-__all__ = ["browser", "nginx", "vue_chat_dist"]  # fixtures defined with the frontends
+__all__ = ["browser", "launch", "nginx", "vue_chat_dist"]  # fixtures defined in their own modules
 
 
 @dataclass

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -18,67 +16,7 @@ import websockets
 from cable_server.testing import FakeOpenAI, Reply
 from protocol_tests.client import CableClient, closed_with, ident
 
-from .frontend import free_port
-
-COMMAND = str(Path(sys.executable).with_name("cable-server"))
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class ServerProcess:
-    def __init__(self, process: asyncio.subprocess.Process, port: int) -> None:
-        self.process = process
-        self.port = port
-        self.origin = f"http://127.0.0.1:{port}"
-
-    async def client(self, path: str = "/cable", origin: str | None = None) -> CableClient:
-        return await CableClient.connect(f"ws://127.0.0.1:{self.port}{path}", origin=origin or self.origin)
-
-    async def output(self) -> str:
-        assert self.process.stdout is not None
-        return (await self.process.stdout.read()).decode()
-
-
-Launcher = Callable[..., Awaitable[ServerProcess]]
-
-
-@pytest.fixture
-async def launch() -> AsyncIterator[Launcher]:
-    """Start ``cable-server ARGS`` on a free port and wait until it accepts connections."""
-    started: list[ServerProcess] = []
-
-    async def start(*args: str, env: dict[str, str] | None = None, command: tuple[str, ...] = (COMMAND,)) -> ServerProcess:
-        """``env``: variables set on top of a copy of ours without any OPENAI_/CABLE_ one."""
-        port = free_port()
-        clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CABLE_"))}
-        process = await asyncio.create_subprocess_exec(
-            *command,
-            *args,
-            "--port",
-            str(port),
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env={**clean, **(env or {})},
-        )
-        server = ServerProcess(process, port)
-        started.append(server)
-        for _ in range(1200):
-            if process.returncode is not None:
-                raise AssertionError(f"cable-server exited early:\n{await server.output()}")
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            return server
-        raise AssertionError("cable-server did not start listening within 60 s")
-
-    yield start
-    for server in started:
-        if server.process.returncode is None:
-            server.process.kill()
-        await server.process.wait()
+from .processes import COMMAND, ROOT, Launcher
 
 
 def run_command(*args: str) -> subprocess.CompletedProcess[str]:
@@ -102,8 +40,17 @@ def test_help_lists_every_option() -> None:
         "--command-rate",
         "--command-burst",
         "--max-connections-per-address",
+        "--ssl-certfile",
+        "--ssl-keyfile",
     ):
         assert option in result.stdout
+
+
+def test_a_certificate_without_its_key_is_refused() -> None:
+    """--ssl-certfile alone (or --ssl-keyfile alone) ends the command with a usage error, before serving."""
+    for option in ("--ssl-certfile", "--ssl-keyfile"):
+        result = run_command(option, "cert.pem")
+        assert result.returncode == 2 and "--ssl-certfile and --ssl-keyfile go together" in result.stderr
 
 
 @pytest.mark.parametrize(
