@@ -1,4 +1,5 @@
-"""The examples a newcomer runs: the Vue 2 page, the Node client and the Python client, against the demo app."""
+"""The examples a newcomer runs: the Node client and the Python client, against the demo app (the Vue 2 and
+Vue 3 pages of the blog: tests/test_blog_frontend.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, expect
 
 from cable_server import Settings
 from cable_server.demo import create_app
@@ -15,7 +15,7 @@ from cable_server.llm import ChatSettings
 from cable_server.testing import FakeOpenAI, Reply
 
 from .conftest import RunningServer, ServerFactory
-from .frontend import EXAMPLES, npm_build, npm_ci, screenshot
+from .frontend import EXAMPLES, npm_ci
 
 ANSWER = Reply(chunks=["Examples", " talk", " to", " cable-server", "."], delay=0.01)
 
@@ -34,24 +34,6 @@ async def run(*command: str, cwd: Path) -> tuple[int, str, str]:
     stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
     return process.returncode, stdout.decode(), stderr.decode()
-
-
-async def test_the_vue2_page_chats(
-    serve: ServerFactory, fake_openai: FakeOpenAI, browser: Browser, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Vue.use(ActionCableVue) from actioncable-vue 2.x: connects, sends, shows the streamed answer."""
-    monkeypatch.setenv("CABLE_DEMO_STATIC", str(npm_build(EXAMPLES / "vue2")))
-    cable = create_app(ChatSettings(api_key="sk-test", base_url=fake_openai.url, max_retries=0))
-    server = await serve(cable)
-    fake_openai.push(ANSWER)
-    page = await browser.new_page()
-    await page.goto(server.http_url + "/")
-    await expect(page.locator("[data-role=state]")).to_have_text("live", timeout=10_000)
-    await page.locator("[data-role=draft]").fill("Hello from Vue 2")
-    await page.locator("[data-role=draft]").press("Enter")
-    await expect(page.locator("[data-role=answer]")).to_have_text(ANSWER.text, timeout=10_000)
-    assert fake_openai.requests[0].messages[-1] == {"role": "user", "content": "Hello from Vue 2"}
-    await screenshot(page, "vue2")
 
 
 @pytest.fixture(scope="session")

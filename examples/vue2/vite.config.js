@@ -1,7 +1,7 @@
 import { defineConfig } from "vite";
+import vue from "@vitejs/plugin-vue2";
 
-// Templates are compiled in the browser (no .vue files), so use Vue 2's full build.
 export default defineConfig({
-  resolve: { alias: { vue: "vue/dist/vue.esm.js" } },
+  plugins: [vue()],
   build: { outDir: "dist", emptyOutDir: true },
 });
