@@ -206,7 +206,8 @@ async def test_clients_survive_a_redis_restart(serve: ServerFactory, caplog: pyt
 
 async def test_a_server_whose_redis_is_unreachable_exits_with_a_clear_error() -> None:
     """cable-server --pubsub redis://<nothing there>: exits non-zero at once, saying why."""
-    from .test_cli import COMMAND, ROOT, free_port
+    from .frontend import free_port
+    from .processes import COMMAND, ROOT
 
     port = free_port()
     process = await asyncio.create_subprocess_exec(
