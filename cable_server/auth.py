@@ -196,6 +196,7 @@ class TokenAuth:
             connection.reject_unauthorized_connection()
         for identifier, claim in self.claims.items():
             setattr(connection, identifier, claims[claim])
+        connection.expires_at = claims.get("exp")
         return claims
 
 

@@ -43,6 +43,11 @@ class Settings:
     rails_exact: bool = False
     #: Negotiate permessage-deflate (Rails never does; it costs memory per connection).
     per_message_deflate: bool = False
+    #: AnyCable session recovery (``?sid=``): seconds a closed session may be recovered, and
+    #: seconds from the ``connect`` that authenticated it after which it no longer may (recovery
+    #: skips ``connect``, so it must not prolong an identity; a recovered session keeps the clock).
+    recovery_ttl: float = 300.0
+    recovery_max_age: float = 900.0
     #: Set to enable ``POST <broadcast_path>`` with ``Authorization: Bearer <secret>``.
     broadcast_secret: str | None = None
     broadcast_path: str = "/_broadcast"

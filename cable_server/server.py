@@ -63,7 +63,7 @@ class CableServer:
         self.sessions: set[Session] = set()
         self.remote_connections = RemoteConnections(self)
         #: Closed extended-protocol sessions a client may recover with ``?sid=``.
-        self.recoverable = SessionCache()
+        self.recoverable = SessionCache(self)
         self.app = app
         #: Services attached to this server by name (the chat service, say), like Flask's.
         self.extensions: dict[str, Any] = {}
