@@ -19,6 +19,7 @@ from typing import Any
 
 import uvicorn
 
+from . import logs
 from .server import CableServer
 from .uvicorn_ws import CableWebSocketProtocol
 
@@ -31,6 +32,7 @@ class CableUvicornServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, cable: CableServer) -> None:
         super().__init__(config)
         self.cable = cable
+        logs.filter_credentials()  # after uvicorn configured its loggers: no token in a request log line
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """Start as uvicorn does, then give the listening sockets the dead-peer timeout."""

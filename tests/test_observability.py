@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cable_server import RedisBackend, Settings
+from cable_server.logs import redact_query
 from cable_server.testing import FakeOpenAI, RedisServer, Reply
 from protocol_tests.client import ident
 
@@ -145,3 +147,21 @@ async def test_generation_metrics(serve: ServerFactory, fake_openai: FakeOpenAI)
     assert metrics["cable_generation_first_token_seconds_count"] == 1
     assert 0 < metrics["cable_generation_first_token_seconds_sum"] < 5
     assert metrics["cable_generation_duration_seconds_count"] == 2
+
+
+@pytest.mark.parametrize(
+    ("target", "logged"),
+    [
+        ("/cable?token=a.b.c", "/cable?token=[FILTERED]"),
+        ("/cable?room=1&sid=abc&name=bob", "/cable?room=1&sid=[FILTERED]&name=bob"),
+        (
+            "/x?api_key=1&password=2&Authorization=3&otp=4",
+            "/x?api_key=[FILTERED]&password=[FILTERED]&Authorization=[FILTERED]&otp=[FILTERED]",
+        ),
+        ("/cable?name=sidney", "/cable?name=sidney"),
+        ("no query here", "no query here"),
+    ],
+)
+def test_secret_query_parameters_are_redacted(target: str, logged: str) -> None:
+    """The names Rails filters by default, plus AnyCable's sid: their values never reach a log line."""
+    assert redact_query(target) == logged
