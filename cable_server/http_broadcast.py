@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
+from . import encoding
 from .errors import PubSubError
 
 if TYPE_CHECKING:
@@ -25,6 +26,22 @@ MAX_BODY = 1 << 20
 
 def _refuse(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+async def _read_body(request: Request) -> bytes | None:
+    """The body, or ``None`` once it is over ``MAX_BODY``: read in chunks and counted, so neither a
+    false ``Content-Length`` nor a chunked body gets more than that into memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class BroadcastEndpoint:
@@ -43,11 +60,12 @@ class BroadcastEndpoint:
             return _refuse(405, "use POST")
         if not hmac.compare_digest(request.headers.get("authorization", "").encode(), self._expected):
             return _refuse(401, "missing or wrong bearer secret")
-        if int(request.headers.get("content-length") or 0) > MAX_BODY:
+        raw = await _read_body(request)
+        if raw is None:
             return _refuse(413, f"body over {MAX_BODY} bytes")
         try:
-            body: Any = await request.json()
-        except ValueError:
+            body: Any = encoding.loads(raw)
+        except encoding.DecodeError:
             return _refuse(400, "body is not JSON")
         items = body if isinstance(body, list) else [body]
         if not items or not all(isinstance(i, dict) and isinstance(i.get("stream"), str) and "data" in i for i in items):
