@@ -75,8 +75,11 @@ class Settings:
     health_path: str | None = "/health"
     #: Readiness: 200 when the pub/sub answers and the server is not draining, else 503.
     ready_path: str | None = "/health/ready"
-    #: Prometheus metrics of this server (text exposition format).
+    #: Prometheus metrics of this server (text exposition format), served only to requests with
+    #: ``Authorization: Bearer <metrics_secret>``; with no secret set, not served at all (a scrape
+    #: tells connection counts and error rates, which are not for the public).
     metrics_path: str | None = "/metrics"
+    metrics_secret: str | None = None
 
 
 def parse_origins(values: Sequence[str]) -> tuple[OriginRule, ...]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 from typing import TYPE_CHECKING, Any
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
@@ -19,9 +19,14 @@ from .errors import PubSubError
 if TYPE_CHECKING:
     from .server import CableServer
 
-__all__ = ["BroadcastEndpoint"]
+__all__ = ["BroadcastEndpoint", "has_bearer"]
 
 MAX_BODY = 1 << 20
+
+
+def has_bearer(request: HTTPConnection, secret: str) -> bool:
+    """Whether ``request`` carries ``Authorization: Bearer <secret>`` (compared in constant time)."""
+    return hmac.compare_digest(request.headers.get("authorization", "").encode(), f"Bearer {secret}".encode())
 
 
 def _refuse(status: int, message: str) -> JSONResponse:
@@ -49,7 +54,7 @@ class BroadcastEndpoint:
 
     def __init__(self, server: CableServer, secret: str) -> None:
         self.server = server
-        self._expected = f"Bearer {secret}".encode()
+        self._secret = secret
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = await self._handle(Request(scope, receive))
@@ -58,7 +63,7 @@ class BroadcastEndpoint:
     async def _handle(self, request: Request) -> JSONResponse:
         if request.method != "POST":
             return _refuse(405, "use POST")
-        if not hmac.compare_digest(request.headers.get("authorization", "").encode(), self._expected):
+        if not has_bearer(request, self._secret):
             return _refuse(401, "missing or wrong bearer secret")
         raw = await _read_body(request)
         if raw is None:

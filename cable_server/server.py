@@ -206,8 +206,8 @@ class CableServer:
             await health.live(scope, receive, send)
         elif path == settings.ready_path:
             await health.ready(self, scope, receive, send)
-        elif path == settings.metrics_path:
-            await self.metrics.endpoint(scope, receive, send)
+        elif path == settings.metrics_path and settings.metrics_secret:
+            await self.metrics.endpoint(settings.metrics_secret, scope, receive, send)
         else:
             return False
         return True

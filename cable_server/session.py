@@ -139,9 +139,7 @@ class Session:
         self._authenticated_at = 0.0
         client = websocket.client
         self.peer = f"{client.host}:{client.port}" if client else "?"
-        #: Metrics, as plain ints (see :mod:`cable_server.metrics`).
-        self.frames_sent = 0
-        self.frames_dropped = 0
+        self._metrics = server.metrics  # plain ints, counted as frames go (see cable_server.metrics)
         settings = server.settings
         self._limiter = (
             CommandLimiter(
@@ -159,9 +157,9 @@ class Session:
     def send(self, frame: str) -> None:
         """Send a frame after every frame sent before it; never waits."""
         if self._closing:
-            self.frames_dropped += 1
+            self._metrics.frames_dropped += 1
             return
-        self.frames_sent += 1
+        self._metrics.frames_sent += 1
         waiting = self._put(frame)
         if waiting > self.server.settings.max_send_buffer:
             self._too_slow(waiting)
@@ -172,9 +170,9 @@ class Session:
         logger.warning(
             "%s: %d bytes unsent, client too slow: disconnecting", self.peer, waiting, extra=logs.connection_fields(self)
         )
-        self.server.metrics.slow_disconnects += 1
+        self._metrics.slow_disconnects += 1
         if self._queue is not None:
-            self.frames_dropped += len(self._queue)
+            self._metrics.frames_dropped += len(self._queue)
             self._queue.discard()
         self._put(disconnect_frame(DisconnectReason.TOO_SLOW, reconnect=True))
         self._close(_NORMAL)
@@ -241,7 +239,6 @@ class Session:
                         await asyncio.wait([writer], timeout=self.server.settings.close_timeout)
                     writer.cancel()
                 await asyncio.gather(writer, return_exceptions=True)
-            self.server.metrics.session_ended(self)
 
     async def _open(self) -> bool:
         restored = self._recover() if self.protocol.extended else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ class RunningServer:
 
 
 ServerFactory = Callable[..., Awaitable[RunningServer]]
+METRICS_SECRET = "metrics-secret-of-the-tests"
 
 
 async def start_server(cable: CableServer, port: int = 0) -> RunningServer:
@@ -108,6 +110,8 @@ async def serve(backend: Callable[[], PubSubBackend]) -> AsyncIterator[ServerFac
             cable = create_app(Settings(**{"ping_interval": 0.5, "shutdown_timeout": 1.0, **settings}))  # type: ignore[arg-type]
         if isinstance(cable.router.backend, MemoryBackend):
             cable.set_pubsub(backend())
+        if cable.settings.metrics_secret is None:  # the tests scrape as a configured Prometheus would
+            cable.settings = dataclasses.replace(cable.settings, metrics_secret=METRICS_SECRET)
         server = await start_server(cable, port)
         running.append(server)
         return server
