@@ -34,6 +34,11 @@ class Settings:
     #: so a client that vanished without closing is gone after this long, without a WebSocket
     #: ping/pong per connection. ``None``: the system default (about 15 minutes).
     dead_peer_timeout: float | None = 30.0
+    #: A request head (request line and headers, the WebSocket upgrade's included) over this many
+    #: bytes gets HTTP 431 and a close; one not complete within ``request_head_timeout`` seconds a
+    #: close. Whatever HTTP parser uvicorn uses (httptools alone has no limit).
+    max_request_head_bytes: int = 64 * 1024
+    request_head_timeout: float = 10.0
     #: Seconds to wait for queued frames and the close handshake when closing a connection.
     close_timeout: float = 5.0
     #: Seconds graceful shutdown waits for clients to close after ``server_restart``.

@@ -21,6 +21,7 @@ import uvicorn
 
 from . import logs
 from .server import CableServer
+from .uvicorn_http import guarded_protocol
 from .uvicorn_ws import CableWebSocketProtocol
 
 __all__ = ["CableUvicornServer", "config_for", "run", "run_workers", "set_dead_peer_timeout", "tune_gc"]
@@ -63,10 +64,14 @@ def set_dead_peer_timeout(listeners: Sequence[Any], seconds: float | None) -> No
 def config_for(
     cable: CableServer, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", **options: Any
 ) -> uvicorn.Config:
-    """The uvicorn configuration the cable needs: lifespan on, no compression unless enabled.
+    """The uvicorn configuration the cable needs: lifespan on, no compression unless enabled,
+    request heads bounded (:mod:`cable_server.uvicorn_http`).
 
     ``options`` go to ``uvicorn.Config`` as they are (``log_config=None``, ``ssl_certfile``...).
     """
+    settings = cable.settings
+    options.setdefault("http", guarded_protocol(settings.max_request_head_bytes, settings.request_head_timeout))
+    options.setdefault("h11_max_incomplete_event_size", settings.max_request_head_bytes + 1)  # the guard answers first
     return uvicorn.Config(
         cable,
         host=host,

@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -54,8 +55,9 @@ ServerFactory = Callable[..., Awaitable[RunningServer]]
 METRICS_SECRET = "metrics-secret-of-the-tests"
 
 
-async def start_server(cable: CableServer, port: int = 0) -> RunningServer:
-    server = CableUvicornServer(config_for(cable, port=port, log_level="warning", log_config=None), cable)
+async def start_server(cable: CableServer, port: int = 0, **options: Any) -> RunningServer:
+    """``options`` go to uvicorn's config (``http=`` a protocol class, say)."""
+    server = CableUvicornServer(config_for(cable, port=port, log_level="warning", log_config=None, **options), cable)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
