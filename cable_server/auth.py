@@ -172,9 +172,10 @@ class TokenAuth:
             problem = next(problem for kind, problem in _PROBLEMS if isinstance(exc, kind))
             detail = f"missing claim {exc.claim!r}" if isinstance(exc, jwt.MissingRequiredClaimError) else type(exc).__name__
             raise InvalidToken(problem, detail) from None
-        missing = [claim for claim in self.claims.values() if claims.get(claim) is None]
+        _check_registered_claims(claims)
+        missing = [claim for claim in self.claims.values() if claims.get(claim) in (None, "")]
         if missing:
-            raise InvalidToken(TokenProblem.CLAIMS, f"missing claim {missing[0]!r}")
+            raise InvalidToken(TokenProblem.CLAIMS, f"missing or empty claim {missing[0]!r}")
         return claims
 
     def identify(self, connection: Connection) -> dict[str, Any]:
@@ -195,7 +196,20 @@ class TokenAuth:
             connection.reject_unauthorized_connection()
         for identifier, claim in self.claims.items():
             setattr(connection, identifier, claims[claim])
+        connection.expires_at = claims.get("exp")
         return claims
+
+
+def _check_registered_claims(claims: Mapping[str, Any]) -> None:
+    """RFC 7519's types, which PyJWT leaves loose: times are numbers (PyJWT takes ``"exp": "9999999999"``
+    through ``int()``), the subject a non-empty string (an empty one would identify nobody)."""
+    for name in ("exp", "nbf", "iat"):
+        value = claims.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise InvalidToken(TokenProblem.CLAIMS, f"claim {name!r} is not a number")
+    subject = claims.get("sub")
+    if "sub" in claims and not (isinstance(subject, str) and subject):
+        raise InvalidToken(TokenProblem.CLAIMS, "claim 'sub' is not a non-empty string")
 
 
 class TokenConnection(Connection):

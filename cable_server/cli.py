@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("CABLE_BROADCAST_SECRET"),
         help="enable POST /_broadcast for callers sending 'Authorization: Bearer <secret>'",
     )
+    parser.add_argument(
+        "--metrics-secret",
+        default=os.environ.get("CABLE_METRICS_SECRET"),
+        help="serve /metrics to scrapers sending 'Authorization: Bearer <secret>' (off without it)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="processes serving one port (needs --pubsub redis://...)")
     parser.add_argument("--fd", type=int, default=None, help=argparse.SUPPRESS)  # a worker's inherited socket
     parser.add_argument("--ping-interval", type=float, default=None, help="seconds between pings (default 3)")
@@ -217,6 +222,7 @@ def configure(cable: CableServer, args: argparse.Namespace) -> None:
         "rails_exact",
         "per_message_deflate",
         "broadcast_secret",
+        "metrics_secret",
         "max_subscriptions",
         "command_rate",
         "command_burst",

@@ -34,6 +34,11 @@ class Settings:
     #: so a client that vanished without closing is gone after this long, without a WebSocket
     #: ping/pong per connection. ``None``: the system default (about 15 minutes).
     dead_peer_timeout: float | None = 30.0
+    #: A request head (request line and headers, the WebSocket upgrade's included) over this many
+    #: bytes gets HTTP 431 and a close; one not complete within ``request_head_timeout`` seconds a
+    #: close. Whatever HTTP parser uvicorn uses (httptools alone has no limit).
+    max_request_head_bytes: int = 64 * 1024
+    request_head_timeout: float = 10.0
     #: Seconds to wait for queued frames and the close handshake when closing a connection.
     close_timeout: float = 5.0
     #: Seconds graceful shutdown waits for clients to close after ``server_restart``.
@@ -43,6 +48,11 @@ class Settings:
     rails_exact: bool = False
     #: Negotiate permessage-deflate (Rails never does; it costs memory per connection).
     per_message_deflate: bool = False
+    #: AnyCable session recovery (``?sid=``): seconds a closed session may be recovered, and
+    #: seconds from the ``connect`` that authenticated it after which it no longer may (recovery
+    #: skips ``connect``, so it must not prolong an identity; a recovered session keeps the clock).
+    recovery_ttl: float = 300.0
+    recovery_max_age: float = 900.0
     #: Set to enable ``POST <broadcast_path>`` with ``Authorization: Bearer <secret>``.
     broadcast_secret: str | None = None
     broadcast_path: str = "/_broadcast"
@@ -70,8 +80,11 @@ class Settings:
     health_path: str | None = "/health"
     #: Readiness: 200 when the pub/sub answers and the server is not draining, else 503.
     ready_path: str | None = "/health/ready"
-    #: Prometheus metrics of this server (text exposition format).
+    #: Prometheus metrics of this server (text exposition format), served only to requests with
+    #: ``Authorization: Bearer <metrics_secret>``; with no secret set, not served at all (a scrape
+    #: tells connection counts and error rates, which are not for the public).
     metrics_path: str | None = "/metrics"
+    metrics_secret: str | None = None
 
 
 def parse_origins(values: Sequence[str]) -> tuple[OriginRule, ...]:

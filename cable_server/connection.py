@@ -39,6 +39,10 @@ class Connection:
 
     #: Names of the attributes that identify this connection (Rails' ``identified_by``).
     identified_by: ClassVar[tuple[str, ...]] = ()
+    #: When the credentials ``connect`` checked expire (``time.time()`` seconds, a token's
+    #: ``exp``); ``None``: they do not. The connection stays open past it (as in Rails), but
+    #: AnyCable session recovery (``?sid=``), which skips ``connect``, stops then.
+    expires_at: float | None = None
 
     def __init__(self, session: Session) -> None:
         self._session = session

@@ -9,22 +9,44 @@ from __future__ import annotations
 import hmac
 from typing import TYPE_CHECKING, Any
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
+from . import encoding
 from .errors import PubSubError
 
 if TYPE_CHECKING:
     from .server import CableServer
 
-__all__ = ["BroadcastEndpoint"]
+__all__ = ["BroadcastEndpoint", "has_bearer"]
 
 MAX_BODY = 1 << 20
 
 
+def has_bearer(request: HTTPConnection, secret: str) -> bool:
+    """Whether ``request`` carries ``Authorization: Bearer <secret>`` (compared in constant time)."""
+    return hmac.compare_digest(request.headers.get("authorization", "").encode(), f"Bearer {secret}".encode())
+
+
 def _refuse(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+async def _read_body(request: Request) -> bytes | None:
+    """The body, or ``None`` once it is over ``MAX_BODY``: read in chunks and counted, so neither a
+    false ``Content-Length`` nor a chunked body gets more than that into memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class BroadcastEndpoint:
@@ -32,7 +54,7 @@ class BroadcastEndpoint:
 
     def __init__(self, server: CableServer, secret: str) -> None:
         self.server = server
-        self._expected = f"Bearer {secret}".encode()
+        self._secret = secret
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = await self._handle(Request(scope, receive))
@@ -41,13 +63,14 @@ class BroadcastEndpoint:
     async def _handle(self, request: Request) -> JSONResponse:
         if request.method != "POST":
             return _refuse(405, "use POST")
-        if not hmac.compare_digest(request.headers.get("authorization", "").encode(), self._expected):
+        if not has_bearer(request, self._secret):
             return _refuse(401, "missing or wrong bearer secret")
-        if int(request.headers.get("content-length") or 0) > MAX_BODY:
+        raw = await _read_body(request)
+        if raw is None:
             return _refuse(413, f"body over {MAX_BODY} bytes")
         try:
-            body: Any = await request.json()
-        except ValueError:
+            body: Any = encoding.loads(raw)
+        except encoding.DecodeError:
             return _refuse(400, "body is not JSON")
         items = body if isinstance(body, list) else [body]
         if not items or not all(isinstance(i, dict) and isinstance(i.get("stream"), str) and "data" in i for i in items):

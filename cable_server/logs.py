@@ -17,6 +17,7 @@ import contextvars
 import datetime
 import json
 import logging
+import re
 import sys
 import weakref
 from typing import TYPE_CHECKING, Any, Final
@@ -24,7 +25,16 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     from .session import Session
 
-__all__ = ["ConnectionFilter", "JsonFormatter", "bind_connection", "configure", "connection_fields"]
+__all__ = [
+    "ConnectionFilter",
+    "CredentialFilter",
+    "JsonFormatter",
+    "bind_connection",
+    "configure",
+    "connection_fields",
+    "filter_credentials",
+    "redact_query",
+]
 
 # A weak reference: contexts outlive their tasks (an upstream HTTP connection opened by a
 # generation keeps the context it was opened in for as long as it stays pooled), and must not
@@ -40,6 +50,12 @@ _STANDARD: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))
 }
 
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+#: Query parameters whose values never reach a log line: AnyCable's ``sid`` (a bearer secret),
+#: and any name containing one of Rails' default ``filter_parameters`` (``token``, ``secret``...).
+_SECRET_PARAM: Final = re.compile(r"(?i)^(sid|.*(passw|secret|token|_key|crypt|salt|certificate|otp|ssn|jwt|auth).*)$")
+_QUERY_PAIR: Final = re.compile(r"([?&])([^=&#\s]*)=([^&#\s]*)")
+FILTERED: Final = "[FILTERED]"
 
 
 def bind_connection(session: Session) -> None:
@@ -65,6 +81,32 @@ class ConnectionFilter(logging.Filter):
             if session is not None:
                 record.__dict__.update(connection_fields(session))
         return True
+
+
+def redact_query(text: str) -> str:
+    """``text`` with the values of secret query parameters (``?token=...``, ``&sid=...``) replaced by
+    ``[FILTERED]``, as Rails filters its request log."""
+    if "?" not in text:
+        return text
+    return _QUERY_PAIR.sub(lambda m: f"{m[1]}{m[2]}={FILTERED}" if _SECRET_PARAM.match(m[2]) else m[0], text)
+
+
+class CredentialFilter(logging.Filter):
+    """Redacts secret query parameters from the arguments of a record (uvicorn logs each request's
+    path with its query string: ``"GET /cable?token=<JWT> HTTP/1.1"``, ``"WebSocket /cable?sid=..."``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_query(arg) if isinstance(arg, str) else arg for arg in record.args)
+        return True
+
+
+def filter_credentials() -> None:
+    """Install :class:`CredentialFilter` on uvicorn's loggers (once; they log the request targets)."""
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, CredentialFilter) for existing in logger.filters):
+            logger.addFilter(CredentialFilter())
 
 
 class JsonFormatter(logging.Formatter):

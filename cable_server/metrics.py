@@ -2,9 +2,13 @@
 
 A broadcast to 10,000 clients is 10,000 frames. A ``prometheus_client.Counter.inc()`` per frame
 (a lock and a float each) would cost a good part of what writing the frame does, so what happens
-per frame or per command is counted in plain ints, on the session while it lives and here once
-it ended, and :class:`_ServerCollector` adds them up when Prometheus scrapes. What happens per
-generation (a handful a second) uses prometheus_client's own histograms and counters.
+per frame, command or subscription is counted in plain ints on :class:`Metrics`, which
+:class:`_ServerCollector` reads when Prometheus scrapes: a scrape costs the same with 10 or
+10,000 connections (no walk over them). What happens per generation (a handful a second) uses
+prometheus_client's own histograms and counters.
+
+The endpoint is served only with ``Settings.metrics_secret`` set, to ``Authorization: Bearer``
+requests carrying it (Prometheus' ``authorization: {credentials: ...}``).
 
 Every ``CableServer`` has its own ``CollectorRegistry``, so several servers in one process (the
 tests) keep apart; nothing is registered in prometheus_client's global registry.
@@ -19,15 +23,16 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.responses import Response
+from starlette.requests import HTTPConnection
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from .errors import CableError, ProtocolError, PubSubError, SubscriptionError
+from .http_broadcast import has_bearer
 from .limits import LimitKind
 
 if TYPE_CHECKING:
     from .server import CableServer
-    from .session import Session
 
 __all__ = ["GenerationMetrics", "Metrics", "error_category"]
 
@@ -78,9 +83,10 @@ class Metrics:
 
     def __init__(self, server: CableServer) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        #: Frames written by sessions that have ended (live ones count their own).
+        #: Counted by the sessions as they go (plain ints: see the module docstring).
         self.frames_sent = 0
         self.frames_dropped = 0
+        self.subscriptions = 0
         self.slow_disconnects = 0
         self.limit_hits: collections.Counter[str] = collections.Counter()
         self.errors: collections.Counter[str] = collections.Counter()
@@ -91,23 +97,21 @@ class Metrics:
         """Count one hit of a limit."""
         self.limit_hits[kind] += 1
 
-    def session_ended(self, session: Session) -> None:
-        """Keep the counts of a session that is going away."""
-        self.frames_sent += session.frames_sent
-        self.frames_dropped += session.frames_dropped
-        session.frames_sent = session.frames_dropped = 0
-
     def exposition(self) -> bytes:
         """Every metric, in the text format Prometheus scrapes."""
         return generate_latest(self.registry)
 
-    async def endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The ASGI endpoint at ``metrics_path``."""
-        await Response(self.exposition(), media_type=CONTENT_TYPE)(scope, receive, send)
+    async def endpoint(self, secret: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI endpoint at ``metrics_path``: 401 without ``Authorization: Bearer <secret>``."""
+        if has_bearer(HTTPConnection(scope), secret):
+            response: Response = Response(self.exposition(), media_type=CONTENT_TYPE)
+        else:
+            response = PlainTextResponse("missing or wrong bearer secret", status_code=401)
+        await response(scope, receive, send)
 
 
 class _ServerCollector(Collector):
-    """Reads the server's ints at scrape time: O(connections) per scrape, nothing per frame."""
+    """Reads the server's ints at scrape time: the same work whatever the number of connections."""
 
     def __init__(self, server: CableServer, metrics: Metrics) -> None:
         self._server = server
@@ -115,18 +119,15 @@ class _ServerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         server, metrics = self._server, self._metrics
-        sessions = tuple(server.sessions)
-        yield GaugeMetricFamily("cable_connections", "Open, welcomed connections.", value=len(sessions))
-        yield GaugeMetricFamily(
-            "cable_subscriptions", "Subscriptions of the open connections.", value=sum(len(s.subscriptions) for s in sessions)
-        )
+        yield GaugeMetricFamily("cable_connections", "Open, welcomed connections.", value=len(server.sessions))
+        yield GaugeMetricFamily("cable_subscriptions", "Subscriptions of the open connections.", value=metrics.subscriptions)
         yield CounterMetricFamily(
             "cable_broadcasts_received", "Broadcasts the pub/sub delivered to this process.", value=server.router.received
         )
-        sent = metrics.frames_sent + sum(s.frames_sent for s in sessions)
-        yield CounterMetricFamily("cable_frames_sent", "Frames written to clients.", value=sent)
-        dropped = metrics.frames_dropped + sum(s.frames_dropped for s in sessions)
-        yield CounterMetricFamily("cable_frames_dropped", "Frames not sent: their client was closing.", value=dropped)
+        yield CounterMetricFamily("cable_frames_sent", "Frames written to clients.", value=metrics.frames_sent)
+        yield CounterMetricFamily(
+            "cable_frames_dropped", "Frames not sent: their client was closing.", value=metrics.frames_dropped
+        )
         yield CounterMetricFamily(
             "cable_slow_client_disconnects",
             "Clients disconnected as too_slow (max_send_buffer bytes unsent).",

@@ -19,7 +19,9 @@ from typing import Any
 
 import uvicorn
 
+from . import logs
 from .server import CableServer
+from .uvicorn_http import guarded_protocol
 from .uvicorn_ws import CableWebSocketProtocol
 
 __all__ = ["CableUvicornServer", "config_for", "run", "run_workers", "set_dead_peer_timeout", "tune_gc"]
@@ -31,6 +33,7 @@ class CableUvicornServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, cable: CableServer) -> None:
         super().__init__(config)
         self.cable = cable
+        logs.filter_credentials()  # after uvicorn configured its loggers: no token in a request log line
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """Start as uvicorn does, then give the listening sockets the dead-peer timeout."""
@@ -61,10 +64,14 @@ def set_dead_peer_timeout(listeners: Sequence[Any], seconds: float | None) -> No
 def config_for(
     cable: CableServer, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", **options: Any
 ) -> uvicorn.Config:
-    """The uvicorn configuration the cable needs: lifespan on, no compression unless enabled.
+    """The uvicorn configuration the cable needs: lifespan on, no compression unless enabled,
+    request heads bounded (:mod:`cable_server.uvicorn_http`).
 
     ``options`` go to ``uvicorn.Config`` as they are (``log_config=None``, ``ssl_certfile``...).
     """
+    settings = cable.settings
+    options.setdefault("http", guarded_protocol(settings.max_request_head_bytes, settings.request_head_timeout))
+    options.setdefault("h11_max_incomplete_event_size", settings.max_request_head_bytes + 1)  # the guard answers first
     return uvicorn.Config(
         cable,
         host=host,

@@ -63,7 +63,7 @@ class CableServer:
         self.sessions: set[Session] = set()
         self.remote_connections = RemoteConnections(self)
         #: Closed extended-protocol sessions a client may recover with ``?sid=``.
-        self.recoverable = SessionCache()
+        self.recoverable = SessionCache(self)
         self.app = app
         #: Services attached to this server by name (the chat service, say), like Flask's.
         self.extensions: dict[str, Any] = {}
@@ -206,8 +206,8 @@ class CableServer:
             await health.live(scope, receive, send)
         elif path == settings.ready_path:
             await health.ready(self, scope, receive, send)
-        elif path == settings.metrics_path:
-            await self.metrics.endpoint(scope, receive, send)
+        elif path == settings.metrics_path and settings.metrics_secret:
+            await self.metrics.endpoint(settings.metrics_secret, scope, receive, send)
         else:
             return False
         return True

@@ -14,6 +14,7 @@ import asyncio
 import collections
 import logging
 import secrets
+import time
 import typing
 from typing import TYPE_CHECKING, Any, Final
 
@@ -35,6 +36,7 @@ from .protocol import (
     Unsubscribe,
     disconnect_frame,
 )
+from .restore import Snapshot
 from .streams import Listener
 from .subscriptions import Subscriptions
 from .uvicorn_ws import DIRECT_WRITE, DirectWriter
@@ -44,7 +46,6 @@ if TYPE_CHECKING:
     from starlette.websockets import WebSocket
 
     from .protocol import Event
-    from .restore import Snapshot
     from .server import CableServer
 
 __all__ = ["Session"]
@@ -133,11 +134,12 @@ class Session:
         self._give_up: asyncio.TimerHandle | None = None  # abandons a close the client never completes
         self._abandoned = False
         self._internal: tuple[str, Listener] | None = None
+        #: ``time.monotonic()`` of the ``connect`` this session's identity comes from (a restored
+        #: session keeps its predecessor's: recovery never renews an authentication).
+        self._authenticated_at = 0.0
         client = websocket.client
         self.peer = f"{client.host}:{client.port}" if client else "?"
-        #: Metrics, as plain ints (see :mod:`cable_server.metrics`).
-        self.frames_sent = 0
-        self.frames_dropped = 0
+        self._metrics = server.metrics  # plain ints, counted as frames go (see cable_server.metrics)
         settings = server.settings
         self._limiter = (
             CommandLimiter(
@@ -155,9 +157,9 @@ class Session:
     def send(self, frame: str) -> None:
         """Send a frame after every frame sent before it; never waits."""
         if self._closing:
-            self.frames_dropped += 1
+            self._metrics.frames_dropped += 1
             return
-        self.frames_sent += 1
+        self._metrics.frames_sent += 1
         waiting = self._put(frame)
         if waiting > self.server.settings.max_send_buffer:
             self._too_slow(waiting)
@@ -168,9 +170,9 @@ class Session:
         logger.warning(
             "%s: %d bytes unsent, client too slow: disconnecting", self.peer, waiting, extra=logs.connection_fields(self)
         )
-        self.server.metrics.slow_disconnects += 1
+        self._metrics.slow_disconnects += 1
         if self._queue is not None:
-            self.frames_dropped += len(self._queue)
+            self._metrics.frames_dropped += len(self._queue)
             self._queue.discard()
         self._put(disconnect_frame(DisconnectReason.TOO_SLOW, reconnect=True))
         self._close(_NORMAL)
@@ -237,13 +239,13 @@ class Session:
                         await asyncio.wait([writer], timeout=self.server.settings.close_timeout)
                     writer.cancel()
                 await asyncio.gather(writer, return_exceptions=True)
-            self.server.metrics.session_ended(self)
 
     async def _open(self) -> bool:
         restored = self._recover() if self.protocol.extended else None
         try:
             if restored is None:
                 await self.connection.connect()
+                self._authenticated_at = time.monotonic()
         except UnauthorizedError:
             logger.info("%s: connection rejected (unauthorized)", self.peer)
             self.send(self.protocol.reject())
@@ -380,13 +382,21 @@ class Session:
         if snapshot is not None:
             for name, value in snapshot.identifiers.items():
                 setattr(self.connection, name, value)
+            self.connection.expires_at = snapshot.expires_at
+            self._authenticated_at = snapshot.authenticated_at
         return snapshot
 
     async def _cleanup(self) -> None:
         if self.protocol.extended and self.protocol.state is State.OPEN and not self._closing:
             connection = self.connection
-            identifiers = {name: getattr(connection, name, None) for name in connection.identified_by}
-            self.server.recoverable.save(self.sid, identifiers, self.subscriptions.snapshot())
+            snapshot = Snapshot(
+                connection.identifiers,
+                self.subscriptions.snapshot(),
+                identity=connection.connection_identifier,
+                authenticated_at=self._authenticated_at,
+                expires_at=connection.expires_at,
+            )
+            await self.server.recoverable.save(self.sid, snapshot)  # before our remote-disconnect listener goes
         self.server.sessions.discard(self)
         if self.protocol.state is not State.CLOSED:
             self.protocol.close()

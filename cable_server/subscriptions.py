@@ -31,6 +31,7 @@ class Subscriptions:
     def __init__(self, session: Session) -> None:
         self._session = session
         self._channels: dict[str, Channel] = {}
+        self._metrics = session.server.metrics  # counts every server's subscriptions as they change
 
     def __contains__(self, identifier: str) -> bool:
         return identifier in self._channels
@@ -68,18 +69,19 @@ class Subscriptions:
         channel = channel_class(self._session, command.identifier, command.params)
         # Registered before ``subscribed`` runs, so a duplicate sent meanwhile is ignored.
         self._channels[command.identifier] = channel
+        self._metrics.subscriptions += 1
         try:
             await channel._subscribe(confirm=confirm)
         except BaseException:
             await self._forget(channel, notify=not server.settings.rails_exact)
             raise
         if channel._rejected:
-            self._channels.pop(command.identifier, None)
+            self._drop(command.identifier)
 
     async def remove(self, command: Unsubscribe) -> None:
         """Unsubscribe; no acknowledgement is sent, as in Rails."""
         channel = self._find(command.identifier)
-        del self._channels[command.identifier]
+        self._drop(command.identifier)
         await channel._unsubscribe()
 
     async def perform(self, command: Perform) -> None:
@@ -89,6 +91,7 @@ class Subscriptions:
     async def unsubscribe_all(self) -> None:
         """Run every channel's ``unsubscribed`` (the connection is closing); errors are logged."""
         channels, self._channels = list(self._channels.values()), {}
+        self._metrics.subscriptions -= len(channels)
         for channel in channels:
             try:
                 await channel._unsubscribe()
@@ -121,6 +124,10 @@ class Subscriptions:
             self._session.send(frame)
         self._session.send(history_frame(channel.identifier, confirmed=True))
 
+    def _drop(self, identifier: str) -> None:
+        if self._channels.pop(identifier, None) is not None:
+            self._metrics.subscriptions -= 1
+
     def _find(self, identifier: str) -> Channel:
         try:
             return self._channels[identifier]
@@ -129,7 +136,7 @@ class Subscriptions:
 
     async def _forget(self, channel: Channel, *, notify: bool) -> None:
         """Drop a subscription whose ``subscribed`` raised: no half-alive subscription is kept."""
-        self._channels.pop(channel.identifier, None)
+        self._drop(channel.identifier)
         channel._stop()
         if notify:
             self._session.send(reject_frame(channel.identifier))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -50,10 +52,12 @@ class RunningServer:
 
 
 ServerFactory = Callable[..., Awaitable[RunningServer]]
+METRICS_SECRET = "metrics-secret-of-the-tests"
 
 
-async def start_server(cable: CableServer, port: int = 0) -> RunningServer:
-    server = CableUvicornServer(config_for(cable, port=port, log_level="warning", log_config=None), cable)
+async def start_server(cable: CableServer, port: int = 0, **options: Any) -> RunningServer:
+    """``options`` go to uvicorn's config (``http=`` a protocol class, say)."""
+    server = CableUvicornServer(config_for(cable, port=port, log_level="warning", log_config=None, **options), cable)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -108,6 +112,8 @@ async def serve(backend: Callable[[], PubSubBackend]) -> AsyncIterator[ServerFac
             cable = create_app(Settings(**{"ping_interval": 0.5, "shutdown_timeout": 1.0, **settings}))  # type: ignore[arg-type]
         if isinstance(cable.router.backend, MemoryBackend):
             cable.set_pubsub(backend())
+        if cable.settings.metrics_secret is None:  # the tests scrape as a configured Prometheus would
+            cable.settings = dataclasses.replace(cable.settings, metrics_secret=METRICS_SECRET)
         server = await start_server(cable, port)
         running.append(server)
         return server

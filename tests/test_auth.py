@@ -129,6 +129,11 @@ def forged_payload(token: str) -> str:
     return f"{header}.{token_for('mallory').split('.')[1]}.{signature}"
 
 
+def signed(**claims: Any) -> str:
+    """A token signed with the right secret, holding alice's claims with ``claims`` on top."""
+    return jwt.encode({"sub": "alice", "acct": 7, "exp": 2**31, **claims}, SECRET, algorithm="HS256")
+
+
 REFUSED: list[tuple[str, TokenProblem, str | None]] = [
     ("expired", TokenProblem.EXPIRED, token_for(expires_in=-60)),
     ("tampered signature", TokenProblem.BAD_SIGNATURE, tampered(token_for())),
@@ -144,6 +149,16 @@ REFUSED: list[tuple[str, TokenProblem, str | None]] = [
     ("no expiry", TokenProblem.CLAIMS, jwt.encode({"sub": "alice", "acct": 7}, SECRET, algorithm="HS256")),
     ("no claim for an identifier", TokenProblem.CLAIMS, jwt.encode({"sub": "alice", "exp": 2**31}, SECRET, algorithm="HS256")),
     ("not valid before an hour from now", TokenProblem.NOT_YET_VALID, token_for(nbf=int(time.time()) + 3600)),
+    ("an empty subject", TokenProblem.CLAIMS, jwt.encode({"sub": "", "acct": 7, "exp": 2**31}, SECRET, algorithm="HS256")),
+    ("a numeric subject", TokenProblem.CLAIMS, jwt.encode({"sub": 42, "acct": 7, "exp": 2**31}, SECRET, algorithm="HS256")),
+    ("an empty identifier claim", TokenProblem.CLAIMS, token_for(acct="")),
+    ("exp as a string", TokenProblem.CLAIMS, jwt.encode({"sub": "a", "acct": 7, "exp": str(2**31)}, SECRET, algorithm="HS256")),
+    (
+        "iat as a string",
+        TokenProblem.CLAIMS,
+        jwt.encode({"sub": "a", "acct": 7, "exp": 2**31, "iat": "0"}, SECRET, algorithm="HS256"),
+    ),
+    ("nbf as a boolean", TokenProblem.CLAIMS, token_for(nbf=False)),
     ("no token at all", TokenProblem.MISSING, None),
 ]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator
 
 import httpx
 
@@ -88,3 +89,28 @@ async def test_post_broadcast_is_off_by_default(start: Start) -> None:
         response = await http.post(f"http://127.0.0.1:{server.port}/_broadcast", json={"stream": "s", "data": 1})
     assert response.status_code == 404
     await (await server.client("x")).subscribe(ident("EchoChannel", room="still-serving"))
+
+
+async def test_post_broadcast_bounds_a_chunked_body_and_refuses_deep_json(start: Start) -> None:
+    """A chunked body (no Content-Length) over 1 MiB gets 413 and is not broadcast; JSON nested too
+    deep to decode gets 400, not 500; the endpoint and the cable go on."""
+    server = await start("ours", "bounds", "--broadcast-secret", "s3cret")
+    client = await server.client("frank")
+    await client.subscribe(ECHO)
+    url = f"http://127.0.0.1:{server.port}/_broadcast"
+    auth = {"Authorization": "Bearer s3cret"}
+
+    async def chunked() -> AsyncIterator[bytes]:
+        yield b'{"stream": "echo_shared", "data": "'
+        for _ in range(40):
+            yield b"x" * 65536
+        yield b'"}'
+
+    async with httpx.AsyncClient() as http:
+        too_big = await http.post(url, headers=auth, content=chunked())
+        deep = await http.post(url, headers=auth, content=b"[" * 100_000 + b"]" * 100_000)
+        fine = await http.post(url, headers=auth, json={"stream": "echo_shared", "data": "after"})
+    assert "content-length" not in too_big.request.headers
+    assert (too_big.status_code, deep.status_code, fine.status_code) == (413, 400, 200)
+    assert (await client.recv())["message"] == "after"
+    await client.expect_silence(0.3)

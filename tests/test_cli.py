@@ -240,3 +240,20 @@ async def test_sigterm_during_100_chat_streams_ends_every_one_cleanly(launch: La
     output = await server.output()
     assert "Traceback" not in output and " ERROR " not in output, output
     assert output.count("outcome=shutdown") == 100  # each generation ended as a shutdown, none as an error
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+async def test_tokens_and_sids_in_request_targets_never_reach_the_log(launch: Launcher, log_format: str) -> None:
+    """uvicorn logs every request target; ?token=, &sid= and the like come out as [FILTERED], other
+    parameters as they were, in both log formats."""
+    server = await launch("tests.fixture_app:create_app", "--log-format", log_format)
+    client = await server.client("/cable?user=alice&token=eyJ.SECRET-JWT.sig&sid=SECRET-SID")
+    await client.close()
+    async with httpx.AsyncClient() as http:
+        await http.get(f"{server.origin}/health?access_token=SECRET-HTTP&page=2")
+    await asyncio.sleep(0.2)
+    server.process.send_signal(signal.SIGTERM)
+    output = await server.output()
+    assert "SECRET" not in output
+    assert "user=alice&token=[FILTERED]&sid=[FILTERED]" in output
+    assert "access_token=[FILTERED]&page=2" in output

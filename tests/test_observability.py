@@ -5,22 +5,24 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cable_server import RedisBackend, Settings
+from cable_server.logs import redact_query
 from cable_server.testing import FakeOpenAI, RedisServer, Reply
 from protocol_tests.client import ident
 
 from .chat_helpers import read_answer, room, start_chat
-from .conftest import RunningServer, ServerFactory
+from .conftest import METRICS_SECRET, RunningServer, ServerFactory, start_server
 from .fixture_app import create_app
 
 ROOM = ident("EchoChannel", room="observed")
 
 
-async def get(server: RunningServer, path: str) -> httpx.Response:
+async def get(server: RunningServer, path: str, secret: str = METRICS_SECRET) -> httpx.Response:
     async with httpx.AsyncClient() as http:
-        return await http.get(server.http_url + path)
+        return await http.get(server.http_url + path, headers={"Authorization": f"Bearer {secret}"})
 
 
 async def scrape(server: RunningServer) -> dict[str, float]:
@@ -78,6 +80,22 @@ async def test_the_paths_are_settings_and_none_turns_an_endpoint_off(serve: Serv
     assert (await get(server, "/readyz")).json() == {"status": "ok"}
     for gone in ("/health", "/health/ready", "/metrics"):
         assert (await get(server, gone)).status_code == 404
+
+
+async def test_metrics_are_not_public(serve: ServerFactory) -> None:
+    """Without metrics_secret (the default) /metrics is 404; with it, 401 without the bearer or with
+    another one, 200 with it."""
+    assert Settings().metrics_secret is None
+    closed = await start_server(create_app(Settings(shutdown_timeout=1.0)))
+    try:
+        assert (await get(closed, "/metrics")).status_code == 404
+    finally:
+        await closed.stop()
+    server = await serve(metrics_secret="right")
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(server.http_url + "/metrics")).status_code == 401
+    assert (await get(server, "/metrics", "wrong")).status_code == 401
+    assert (await get(server, "/metrics", "right")).status_code == 200
 
 
 async def test_metrics_count_connections_subscriptions_broadcasts_and_frames(server: RunningServer) -> None:
@@ -145,3 +163,21 @@ async def test_generation_metrics(serve: ServerFactory, fake_openai: FakeOpenAI)
     assert metrics["cable_generation_first_token_seconds_count"] == 1
     assert 0 < metrics["cable_generation_first_token_seconds_sum"] < 5
     assert metrics["cable_generation_duration_seconds_count"] == 2
+
+
+@pytest.mark.parametrize(
+    ("target", "logged"),
+    [
+        ("/cable?token=a.b.c", "/cable?token=[FILTERED]"),
+        ("/cable?room=1&sid=abc&name=bob", "/cable?room=1&sid=[FILTERED]&name=bob"),
+        (
+            "/x?api_key=1&password=2&Authorization=3&otp=4",
+            "/x?api_key=[FILTERED]&password=[FILTERED]&Authorization=[FILTERED]&otp=[FILTERED]",
+        ),
+        ("/cable?name=sidney", "/cable?name=sidney"),
+        ("no query here", "no query here"),
+    ],
+)
+def test_secret_query_parameters_are_redacted(target: str, logged: str) -> None:
+    """The names Rails filters by default, plus AnyCable's sid: their values never reach a log line."""
+    assert redact_query(target) == logged

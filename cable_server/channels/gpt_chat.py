@@ -24,6 +24,7 @@ whose answer a subscription may act on:
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from ..channel import Channel
@@ -44,6 +45,14 @@ def room_name(value: Any) -> str | None:
     return None
 
 
+def _identity_room(value: Any) -> str | None:
+    if isinstance(value, str | uuid.UUID) and str(value):
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
 class GptChatChannel(Channel):
     """``{"channel": "GptChatChannel", "room": <user id>}``; actions ``send_message``, ``stop``, ``reset``,
     ``resume`` and ``history``."""
@@ -57,24 +66,36 @@ class GptChatChannel(Channel):
         return ChatService.of(self.server)
 
     def owner(self) -> str | None:
-        """The identified user as a room name (``None`` on an anonymous connection).
+        """The identified user as a room name; ``None`` when it cannot be one.
 
-        The first identifier of the connection, or its ``id`` attribute when it is a model.
-        Override to map users to rooms differently.
+        The first identifier of the connection, or its ``id`` attribute when it is a model: a
+        non-empty string, an integer or a UUID. Override to map users to rooms differently. On an
+        identified connection ``None`` refuses every subscription: identity fails closed, it never
+        falls back to the anonymous rules.
         """
         connection = self.connection
-        if not connection.connection_identifier:
-            return None
         for name in connection.identified_by:
             value = getattr(connection, name, None)
             if value is not None:
-                return room_name(getattr(value, "id", value))
+                return _identity_room(getattr(value, "id", value))
         return None
 
+    @property
+    def identified(self) -> bool:
+        """Whether ``connect`` set any identifier (then rooms are bound to users); an empty string
+        counts as set, so that it is refused rather than taken for anonymous."""
+        return any(value is not None and value is not False for value in self.connection.identifiers.values())
+
     def subscribed(self) -> None:
-        owner = self.owner()
-        requested = self.params.get("room", owner)
-        room = room_name(requested)
+        owner = self.owner() if self.identified else None
+        if self.identified and owner is None:
+            logger.error(
+                "GptChatChannel refused %s: its identifiers give no room (override GptChatChannel.owner)",
+                self.connection.connection_identifier[:200] or repr(self.connection.identifiers)[:200],
+            )
+            self.reject()
+            return
+        room = room_name(self.params.get("room", owner))
         if room is None or (owner is not None and room != owner):
             self.reject()
             return
@@ -143,7 +164,7 @@ class GptChatChannel(Channel):
         return self.room
 
     def _check_user_id(self, user_id: Any) -> None:
-        if user_id is None or self.owner() is not None or f"public_{room_name(user_id)}" == self.room:
+        if user_id is None or self.identified or f"public_{room_name(user_id)}" == self.room:
             return
         logger.warning(
             "send_message refused: subscription to %s named user_id %.64r", self.room, user_id, extra={"room": self.room}

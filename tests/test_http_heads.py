@@ -1,0 +1,110 @@
+"""Every request head is bounded in bytes and in time, with httptools and with h11 alike: an endless
+header line gets 431 and a close, a head left half-sent (or never begun) is closed after
+``request_head_timeout``, and the server's memory does not follow what a client sends."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from cable_server import Settings
+from cable_server.uvicorn_http import guarded_protocol
+from protocol_tests.client import assert_usable
+
+from .conftest import RunningServer, start_server
+from .fixture_app import create_app
+from .processes import Launcher
+
+HALF_UPGRADE = b"GET /cable HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+
+
+@pytest.fixture(params=[HttpToolsProtocol, H11Protocol], ids=["httptools", "h11"])
+async def server(request: pytest.FixtureRequest) -> AsyncIterator[RunningServer]:
+    settings = Settings(ping_interval=30, shutdown_timeout=1.0, request_head_timeout=0.5, max_request_head_bytes=32 * 1024)
+    cable = create_app(settings)
+    running = await start_server(cable, http=guarded_protocol(32 * 1024, 0.5, request.param))
+    yield running
+    await running.stop()
+
+
+async def read_all(reader: asyncio.StreamReader, seconds: float = 3.0) -> bytes:
+    """What the server sends until it closes; fails if it does not close within ``seconds``."""
+    async with asyncio.timeout(seconds):
+        return await reader.read()
+
+
+async def push_header_line(port: int, mebibytes: float) -> bytes:
+    """Send a header line of ``mebibytes`` with no end; returns the server's answer (read meanwhile)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answer = asyncio.ensure_future(read_all(reader, 10.0))
+    writer.write(b"GET /cable HTTP/1.1\r\nX-Junk: ")
+    chunk = b"x" * 65536
+    try:
+        for _ in range(int(mebibytes * 16)):
+            writer.write(chunk)
+            await writer.drain()
+    except ConnectionError:
+        pass  # the server closed while we were still sending
+    try:
+        return await answer
+    finally:
+        writer.close()
+
+
+async def test_an_endless_header_line_gets_431_and_a_close(server: RunningServer) -> None:
+    """A header line that never ends: 431 once past the limit, then the socket closes; others go on."""
+    assert (await push_header_line(server.port, 4)).startswith(b"HTTP/1.1 431 ")
+    await assert_usable(await server.client("?user=after"))
+
+
+async def test_half_sent_and_silent_requests_are_closed_after_the_head_timeout(server: RunningServer) -> None:
+    """100 upgrade requests stopped before their blank line and 100 sockets that never sent a byte:
+    every one is closed by the server within the timeout (0.5 s here), none answered."""
+    sockets = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(200)]
+    for _, writer in sockets[:100]:
+        writer.write(HALF_UPGRADE)
+    answers = await asyncio.gather(*(read_all(reader, 3.0) for reader, _ in sockets))
+    assert answers == [b""] * 200
+    for _, writer in sockets:
+        writer.close()
+    await assert_usable(await server.client("?user=after"))
+
+
+async def test_keep_alive_requests_are_served_and_a_late_second_head_is_closed(server: RunningServer) -> None:
+    """Several requests on one keep-alive connection, each head sent at once, are all answered after
+    the timeout has passed; a second head left half-sent is closed."""
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        for _ in range(3):
+            assert (await http.get("/health")).status_code == 200
+            await asyncio.sleep(0.3)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 ")
+    await reader.readexactly(len(b'{"status":"ok"}'))
+    writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # and then nothing
+    assert await read_all(reader) == b""
+    writer.close()
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+async def test_cable_servers_memory_does_not_follow_a_200_mib_header(launch: Launcher) -> None:
+    """`cable-server` (httptools installed by the speedups extra): a client pushing a 200 MiB header
+    line is cut at the limit; the server's RSS grows by less than 8 MiB (it grew by 318 MB before)."""
+    server = await launch("tests.fixture_app:create_app", "--log-level", "warning")
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(f"{server.origin}/health")).status_code == 200
+    before = rss_kib(server.process.pid)
+    assert (await push_header_line(server.port, 200)).startswith(b"HTTP/1.1 431 ")
+    assert rss_kib(server.process.pid) - before < 8 * 1024
