@@ -141,3 +141,51 @@ async def test_the_demo_serves_anonymous_clients_and_keeps_named_ones_to_their_r
     await alice.subscribe(room("alice"))
     await alice.perform(room("alice"), "send_message", user_content="hi", user_id=42)  # ignored: identity decides
     assert (await read_answer(alice, room("alice"))).last["event"] == "done"
+
+
+async def test_an_anonymous_client_cannot_join_a_named_users_room(serve: ServerFactory, fake_openai: FakeOpenAI) -> None:
+    """The demo serves both kinds: an anonymous subscription to room "alice" is a different room from
+    ?name=alice's own (gpt_chat:alice), so it sees, stops, reads and resets nothing of hers."""
+    cable = create_app(ChatSettings(api_key="sk-test", base_url=fake_openai.url, max_retries=0))
+    cable.settings = Settings(shutdown_timeout=1.0)
+    server = await serve(cable)
+    alice = await server.client("?name=alice")
+    await alice.subscribe(room("alice"))
+    intruder = await server.client()
+    await intruder.subscribe(room("alice"))
+    fake_openai.push(SLOW)
+    await alice.perform(room("alice"), "send_message", user_content="alice private question")
+    start = (await alice.recv())["message"]
+    for action, data in (("stop", {"message_id": start["message_id"]}), ("history", {}), ("reset", {})):
+        await intruder.perform(room("alice"), action, **data)
+    assert (await intruder.recv())["message"] == {"content": "", "event": "history", "messages": []}
+    assert (await intruder.recv())["message"] == {"content": "", "event": "reset"}
+    await intruder.expect_silence(0.3)
+    answer = await read_answer(alice, room("alice"), timeout=10)
+    assert answer.last["event"] == "done" and start["content"] + answer.text == SLOW.text
+    await alice.perform(room("alice"), "history")
+    assert (await alice.recv())["message"]["messages"][0] == {"role": "user", "content": "alice private question"}
+
+
+async def test_user_id_is_compared_with_the_room_as_named(serve: ServerFactory, fake_openai: FakeOpenAI) -> None:
+    """In a room literally named "None", an empty or non-scalar user_id is still another room."""
+    chat = await start_chat(serve, fake_openai)
+    client = await chat.user(None, subscribe="None")
+    for user_id in ("", [], {}):
+        await client.perform(room("None"), "send_message", user_content="hi", user_id=user_id)
+        assert (await client.recv())["message"]["error"]["category"] == "forbidden"
+    assert fake_openai.requests == []
+
+
+async def test_owner_and_helpers_are_not_actions(
+    serve: ServerFactory, fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`owner`, `identified`, `chat` and the private helpers cannot be performed by a client."""
+    chat = await start_chat(serve, fake_openai)
+    client = await chat.user(None, subscribe=5)
+    for action in ("owner", "identified", "chat", "_requester", "_check_user_id"):
+        await client.perform(room(5), action)
+    await client.expect_silence(0.3)
+    unknown = [r for r in caplog.records if "action" in r.getMessage() and r.levelno >= logging.INFO]
+    assert len(unknown) == 5, [r.getMessage() for r in caplog.records]
+    await assert_usable(client)

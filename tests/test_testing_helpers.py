@@ -61,12 +61,12 @@ async def test_gpt_chat_channel_with_the_helpers() -> None:
         alice = await tester.connect(query="name=alice")
         assert (await alice.subscribe(GptChatChannel, room="bob")).rejected
         room = await alice.subscribe(GptChatChannel, room="alice")
-        assert room.streams == ["public_alice"]
+        assert room.streams == ["gpt_chat:alice"]
         await room.perform("send_message", user_content="Hello?", user_id="bob")
         frames = [await room.next_message() for _ in range(4)]
         assert [f["event"] for f in frames] == ["start", "delta", "delta", "done"]
-        assert [f["content"] for f in tester.broadcasts("public_alice")] == ["", "Hi", "!", ""]
-        assert tester.broadcasts("public_bob") == []
+        assert [f["content"] for f in tester.broadcasts("gpt_chat:alice")] == ["", "Hi", "!", ""]
+        assert tester.broadcasts("gpt_chat:bob") == [] and tester.broadcasts("public_bob") == []
 
 
 async def test_a_stubbed_connection_skips_connect() -> None:

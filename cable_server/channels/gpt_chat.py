@@ -12,8 +12,10 @@ plus additive lifecycle keys (see :mod:`cable_server.llm.service`). Beyond the o
 ``stop``, ``reset``, ``resume`` and ``history`` actions, conversation memory, and a rule on
 whose answer a subscription may act on:
 
-* identified connection (``identified_by`` set by ``connect``): the room is the user's own;
-  subscribing to another is rejected and ``user_id`` in the data is ignored;
+* identified connection (``identified_by`` set by ``connect``): the room is the user's own,
+  broadcast as ``gpt_chat:<user>`` (what ``stream_for`` names), never ``public_...``, so that no
+  anonymous subscription can join it; subscribing to another is rejected and ``user_id`` in the
+  data is ignored;
 * anonymous connection: the client names the room when it subscribes, and every action of
   that subscription acts on that room only. A ``send_message`` whose ``user_id`` names another
   room is refused with a ``forbidden`` error frame to the sender alone (the Rails original
@@ -57,21 +59,25 @@ class GptChatChannel(Channel):
     """``{"channel": "GptChatChannel", "room": <user id>}``; actions ``send_message``, ``stop``, ``reset``,
     ``resume`` and ``history``."""
 
-    #: The room's broadcasting, ``public_<room>`` as in the Rails original; set once subscribed.
+    #: The room's broadcasting, set once subscribed: ``public_<room>`` as in the Rails original on
+    #: an anonymous connection; ``gpt_chat:<owner>`` (what ``stream_for(owner)`` names) on an
+    #: identified one, a name no anonymous subscription can ever join.
     room: str | None = None
+    _room_name: str | None = None  # the room as the client named it (as Ruby prints it)
 
     @property
     def chat(self) -> ChatService:
         """The server's chat service (installed from the environment on first use)."""
         return ChatService.of(self.server)
 
+    @property
     def owner(self) -> str | None:
         """The identified user as a room name; ``None`` when it cannot be one.
 
         The first identifier of the connection, or its ``id`` attribute when it is a model: a
-        non-empty string, an integer or a UUID. Override to map users to rooms differently. On an
-        identified connection ``None`` refuses every subscription: identity fails closed, it never
-        falls back to the anonymous rules.
+        non-empty string, an integer or a UUID. Override (as a property) to map users to rooms
+        differently. On an identified connection ``None`` refuses every subscription: identity
+        fails closed, it never falls back to the anonymous rules.
         """
         connection = self.connection
         for name in connection.identified_by:
@@ -87,20 +93,27 @@ class GptChatChannel(Channel):
         return any(value is not None and value is not False for value in self.connection.identifiers.values())
 
     def subscribed(self) -> None:
-        owner = self.owner() if self.identified else None
-        if self.identified and owner is None:
+        if not self.identified:
+            room = room_name(self.params.get("room"))
+            self._join(room, f"public_{room}")
+            return
+        owner = self.owner
+        if owner is None:
             logger.error(
-                "GptChatChannel refused %s: its identifiers give no room (override GptChatChannel.owner)",
-                self.connection.connection_identifier[:200] or repr(self.connection.identifiers)[:200],
+                "GptChatChannel refused %.200s: its identifiers give no room (override GptChatChannel.owner)",
+                self.connection.connection_identifier or repr(self.connection.identifiers),
             )
             self.reject()
             return
-        room = room_name(self.params.get("room", owner))
-        if room is None or (owner is not None and room != owner):
+        requested = room_name(self.params.get("room", owner))
+        self._join(owner if requested == owner else None, self.broadcasting_for(owner))
+
+    def _join(self, room: str | None, broadcasting: str) -> None:
+        if room is None:
             self.reject()
             return
-        self.room = f"public_{room}"
-        self.stream_from(self.room)
+        self._room_name, self.room = room, broadcasting
+        self.stream_from(broadcasting)
         self.chat.joined(self.room)
 
     def unsubscribed(self) -> None:
@@ -117,7 +130,7 @@ class GptChatChannel(Channel):
         room = self._own_room()
         try:
             self._check_user_id(data.get("user_id"))
-            self.chat.start(room, data.get("user_content"), data.get("system_content"), requester=self.requester())
+            self.chat.start(room, data.get("user_content"), data.get("system_content"), requester=self._requester())
         except GenerationError as error:
             running = self.chat.active.get(room) if error.category is ErrorCategory.BUSY else None
             self.transmit(error_frame(error, **({"message_id": running.message_id} if running else {})))
@@ -154,7 +167,7 @@ class GptChatChannel(Channel):
         """Forget the conversation; every subscriber of the room gets a ``reset`` frame."""
         await self.chat.reset(self._own_room())
 
-    def requester(self) -> str:
+    def _requester(self) -> str:
         """Who counts against ``max_generations_per_user``: the identified user (all their tabs
         together), else this one connection."""
         return self.connection.connection_identifier or f"connection:{self.connection.sid}"
@@ -164,7 +177,7 @@ class GptChatChannel(Channel):
         return self.room
 
     def _check_user_id(self, user_id: Any) -> None:
-        if user_id is None or self.identified or f"public_{room_name(user_id)}" == self.room:
+        if user_id is None or self.identified or room_name(user_id) == self._room_name:
             return
         logger.warning(
             "send_message refused: subscription to %s named user_id %.64r", self.room, user_id, extra={"room": self.room}

@@ -1,6 +1,7 @@
 """The chat service: runs generations and broadcasts their frames into a room, in order.
 
-A room is the broadcasting its answers go to (``public_<room>`` for ``GptChatChannel``). Each
+A room is the broadcasting its answers go to (for ``GptChatChannel``, ``public_<room>`` when
+anonymous, ``gpt_chat:<user>`` when identified). Each
 room has at most one generation at a time. A generation is a task owned by the service, not
 by the subscription that asked for it, so another tab of the same user keeps receiving it,
 ``stop`` from any of them ends it, and the connection's read loop never waits on the model.
