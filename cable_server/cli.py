@@ -8,6 +8,7 @@ import importlib
 import json
 import logging
 import os
+import ssl
 import sys
 from collections.abc import Sequence
 
@@ -59,9 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default=os.environ.get("CABLE_HOST", "127.0.0.1"), help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("CABLE_PORT", "8000")), help="port (default 8000)")
     parser.add_argument("--path", default=None, help="mount path of the cable (default /cable)")
-    tls = parser.add_argument_group("TLS: serve https:// and wss:// directly (both files, or neither)")
+    tls = parser.add_argument_group("TLS: serve https:// and wss:// directly")
     tls.add_argument(
-        "--ssl-certfile", default=os.environ.get("CABLE_SSL_CERTFILE") or None, metavar="PEM", help="certificate chain"
+        "--ssl-certfile",
+        default=os.environ.get("CABLE_SSL_CERTFILE") or None,
+        metavar="PEM",
+        help="certificate chain (and the key, if it is in the same file)",
     )
     tls.add_argument("--ssl-keyfile", default=os.environ.get("CABLE_SSL_KEYFILE") or None, metavar="PEM", help="private key")
     parser.add_argument(
@@ -164,8 +168,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     parser = build_parser()
     args = parser.parse_args(arguments)
-    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
-        parser.error("--ssl-certfile and --ssl-keyfile go together")
+    if args.ssl_keyfile and not args.ssl_certfile:
+        parser.error("--ssl-keyfile needs --ssl-certfile")
+    if args.ssl_certfile:
+        check_certificate(args.ssl_certfile, args.ssl_keyfile)
     scheme = "https" if args.ssl_certfile else "http"
     logs.configure(args.log_level, args.log_format)
     # Factories (and the chat service) read these too, e.g. to keep chat history in the same Redis.
@@ -204,6 +210,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile,
     )
+
+
+def check_certificate(certfile: str, keyfile: str | None) -> None:
+    """Load the certificate (and its key, from ``keyfile`` or the same PEM) as the server will,
+    so that a missing or unreadable file ends the command with one line, not a traceback."""
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        key = f" and key {keyfile!r}" if keyfile else ""
+        raise SystemExit(f"cable-server: cannot use certificate {certfile!r}{key}: {exc}") from None
 
 
 def configure(cable: CableServer, args: argparse.Namespace) -> None:

@@ -16,7 +16,8 @@ import websockets
 from cable_server.testing import FakeOpenAI, Reply
 from protocol_tests.client import CableClient, closed_with, ident
 
-from .processes import COMMAND, ROOT, Launcher
+from .frontend import self_signed_certificate
+from .processes import COMMAND, ROOT, Launcher, trust_anything
 
 
 def run_command(*args: str) -> subprocess.CompletedProcess[str]:
@@ -46,11 +47,29 @@ def test_help_lists_every_option() -> None:
         assert option in result.stdout
 
 
-def test_a_certificate_without_its_key_is_refused() -> None:
-    """--ssl-certfile alone (or --ssl-keyfile alone) ends the command with a usage error, before serving."""
-    for option in ("--ssl-certfile", "--ssl-keyfile"):
-        result = run_command(option, "cert.pem")
-        assert result.returncode == 2 and "--ssl-certfile and --ssl-keyfile go together" in result.stderr
+def test_tls_files_are_checked_before_serving(tmp_path: Path) -> None:
+    """A key without a certificate, a missing file or one that is no certificate: one line, no traceback."""
+    not_pem = tmp_path / "cert.pem"
+    not_pem.write_text("not a certificate")
+    for args, complaint in (
+        (("--ssl-keyfile", "key.pem"), "--ssl-keyfile needs --ssl-certfile"),
+        (("--ssl-certfile", str(tmp_path / "missing.pem")), "cannot use certificate"),
+        (("--ssl-certfile", str(not_pem)), "cannot use certificate"),
+    ):
+        result = run_command(*args)
+        assert result.returncode != 0 and complaint in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_one_pem_with_certificate_and_key_serves_wss(launch: Launcher, tmp_path: Path) -> None:
+    """--ssl-certfile alone, naming a PEM that holds the key too, serves wss://."""
+    cert, key = self_signed_certificate(tmp_path)
+    both = tmp_path / "both.pem"
+    both.write_text(cert.read_text() + key.read_text())
+    server = await launch("tests.fixture_app:create_app", "--ssl-certfile", str(both))
+    client = await CableClient.connect(
+        f"wss://127.0.0.1:{server.port}/cable", origin=f"https://127.0.0.1:{server.port}", ssl=trust_anything()
+    )
+    await client.subscribe(ident("EchoChannel", room="tls"))
 
 
 @pytest.mark.parametrize(
