@@ -35,7 +35,7 @@ async def ask(url: str, question: str, user: str) -> int:
             elif kind in ("reject_subscription", "disconnect"):
                 print(f"server said {frame}", file=sys.stderr)
                 return 1
-            elif "message" in frame:
+            elif frame.get("identifier") == identifier and "message" in frame:  # pings carry a message too
                 message = frame["message"]
                 print(message["content"], end="", flush=True)
                 if message.get("event") == "error":

@@ -17,13 +17,13 @@ from cable_server.testing import FakeOpenAI, Reply
 from .conftest import RunningServer, ServerFactory
 from .frontend import EXAMPLES, npm_ci
 
-ANSWER = Reply(chunks=["Examples", " talk", " to", " cable-server", "."], delay=0.01)
+ANSWER = Reply(chunks=["Examples", " talk", " to", " cable-server", "."], delay=0.15)
 
 
 @pytest.fixture
 async def demo(serve: ServerFactory, fake_openai: FakeOpenAI) -> RunningServer:
     cable = create_app(ChatSettings(api_key="sk-test", base_url=fake_openai.url, max_retries=0))
-    cable.settings = Settings(shutdown_timeout=1.0)
+    cable.settings = Settings(shutdown_timeout=1.0, ping_interval=0.2)  # pings arrive while answers stream
     return await serve(cable)
 
 
