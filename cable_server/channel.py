@@ -26,7 +26,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from . import encoding
+from . import encoding, logs
 from .errors import UnknownAction
 from .naming import channel_name_for, serialize_broadcasting
 from .protocol import confirm_frame, message_frame, reject_frame
@@ -316,10 +316,10 @@ class Channel:
             try:
                 handled = await self._rescue(exc)
             except Exception:
-                logger.exception("%s %s: rescue handler failed", self.identifier, what)
+                logger.exception("%s %s: rescue handler failed", logs.clip(self.identifier), what)
                 return None
             if not handled:
-                logger.exception("%s %s failed", self.identifier, what)
+                logger.exception("%s %s failed", logs.clip(self.identifier), what)
         return None
 
     def _start_timer(self, method: Callable[[], Any], every: float) -> None:

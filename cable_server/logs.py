@@ -30,6 +30,7 @@ __all__ = [
     "CredentialFilter",
     "JsonFormatter",
     "bind_connection",
+    "clip",
     "configure",
     "connection_fields",
     "filter_credentials",
@@ -81,6 +82,20 @@ class ConnectionFilter(logging.Filter):
             if session is not None:
                 record.__dict__.update(connection_fields(session))
         return True
+
+
+_CONTROL: Final = {code: f"\\x{code:02x}" for code in (*range(32), 127)}
+CLIP: Final = 200
+
+
+def clip(value: object, limit: int = CLIP) -> str:
+    """``value`` as a client may have chosen it, made safe for one log line: control characters
+    escaped (a newline would forge a line, a NUL make the file binary) and at most ``limit``
+    characters kept (a client's megabyte identifier is not written out in full)."""
+    text = str(value)
+    if len(text) > limit:
+        text = f"{text[:limit]}...(+{len(text) - limit} characters)"
+    return text.translate(_CONTROL)
 
 
 def redact_query(text: str) -> str:

@@ -19,7 +19,7 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from . import encoding, health
+from . import encoding, health, logs
 from .channel import Channel
 from .config import Settings
 from .connection import Connection
@@ -246,7 +246,11 @@ class CableServer:
     async def _serve_socket(self, scope: Scope, receive: Receive, send: Send) -> None:
         websocket = WebSocket(scope, receive, send)
         if not origin_allowed(self.settings, websocket.headers, scope.get("scheme", "ws")):
-            logger.warning("refused origin %r (host %r)", websocket.headers.get("origin"), websocket.headers.get("host"))
+            logger.warning(
+                "refused origin %s (host %s)",
+                logs.clip(repr(websocket.headers.get("origin"))),
+                logs.clip(repr(websocket.headers.get("host"))),
+            )
             await websocket.send_denial_response(_NOT_FOUND)
             return
         subprotocol = select_subprotocol(scope.get("subprotocols", []))

@@ -275,7 +275,7 @@ class Session:
                 self._close(_INTERNAL_ERROR)
                 return False
         self.send(welcome)
-        logger.info("%s: %s %s", self.peer, "restored" if restored else "connected", identifier or "(anonymous)")
+        logger.info("%s: %s %s", self.peer, "restored" if restored else "connected", logs.clip(identifier or "(anonymous)"))
         for subscription, params in restored.subscriptions if restored else ():
             await self._execute(Subscribe(subscription, params), confirm=False)
         for event in buffered:
@@ -322,10 +322,10 @@ class Session:
             self._limit_hit(LimitKind(exc.kind), "refused command: %s", exc)
         except CableError as exc:
             self.server.metrics.errors[error_category(exc)] += 1
-            logger.warning("%s: ignored command: %s: %s", self.peer, type(exc).__name__, exc)
+            logger.warning("%s: ignored command: %s: %s", self.peer, type(exc).__name__, logs.clip(exc))
         except Exception as exc:
             self.server.metrics.errors[error_category(exc)] += 1
-            logger.exception("%s: command failed: %r", self.peer, event)
+            logger.exception("%s: command failed: %s", self.peer, logs.clip(repr(event)))
 
     def _admit(self) -> bool:
         """Take the next command under the rate limit (see :mod:`cable_server.limits`); ``False``: drop it."""
@@ -359,21 +359,22 @@ class Session:
         self.server.metrics.limit_hit(kind)
         fields = logs.connection_fields(self)
         who = self.connection.connection_identifier or "anonymous"
-        logger.warning("%s (%s): " + message, self.peer, who, *args, extra={**fields, "limit": kind.value})
+        clipped = [arg if isinstance(arg, int | float) else logs.clip(arg) for arg in args]
+        logger.warning("%s (%s): " + message, self.peer, logs.clip(who), *clipped, extra={**fields, "limit": kind.value})
 
     def _on_internal_message(self, payload: str) -> None:
         """``action_cable/<connection identifier>`` messages: remote disconnect."""
         try:
             message: Any = encoding.loads(payload)
         except encoding.DecodeError:
-            logger.error("%s: invalid internal message %r", self.peer, payload)
+            logger.error("%s: invalid internal message %s", self.peer, logs.clip(repr(payload)))
             return
         if isinstance(message, dict) and message.get("type") == "disconnect":
             reconnect = message.get("reconnect", True)
             logger.info("%s: removing connection (remote disconnect)", self.peer)
             self.disconnect(DisconnectReason.REMOTE, reconnect=reconnect is not False)
         else:
-            logger.error("%s: unknown internal message %r", self.peer, payload)
+            logger.error("%s: unknown internal message %s", self.peer, logs.clip(repr(payload)))
 
     def _recover(self) -> Snapshot | None:
         """AnyCable session recovery: the identity of the connection ``?sid=`` names, if kept."""

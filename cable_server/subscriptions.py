@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from . import logs
 from .backlog import HistoryGone
 from .errors import LimitExceeded, UnknownChannel, UnknownSubscription
 from .limits import LimitKind
@@ -54,7 +55,7 @@ class Subscriptions:
         Beyond ``max_subscriptions`` the answer is ``reject_subscription`` (Rails has no limit).
         """
         if command.identifier in self._channels:
-            logger.debug("already subscribed to %s", command.identifier)
+            logger.debug("already subscribed to %s", logs.clip(command.identifier))
             return
         server = self._session.server
         limit = server.settings.max_subscriptions
@@ -96,7 +97,7 @@ class Subscriptions:
             try:
                 await channel._unsubscribe()
             except Exception:
-                logger.exception("%s: unsubscribed failed", channel.identifier)
+                logger.exception("%s: unsubscribed failed", logs.clip(channel.identifier))
 
     def history(self, command: History) -> None:
         """AnyCable's history: the subscription's missed broadcasts, then ``confirm_history``;
@@ -117,7 +118,7 @@ class Subscriptions:
                     continue
                 frames += [stream_message_frame(channel.identifier, payload, stream, backlog.epoch, o) for o, payload in messages]
         except HistoryGone as gone:
-            logger.info("history for %s not available: %s", channel.identifier, gone)
+            logger.info("history for %s not available: %s", logs.clip(channel.identifier), gone)
             self._session.send(history_frame(channel.identifier, confirmed=False))
             return
         for frame in frames:

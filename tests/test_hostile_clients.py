@@ -223,3 +223,28 @@ async def test_made_up_hostile_frames_never_hurt_the_server_or_a_bystander(
         await hostile.close()
     assert not [answer for answer in answers if isinstance(answer, dict) and answer.get("type") == "disconnect"]
     await broadcast_reaches(fuzz_server, watcher, next(_broadcasts))
+
+
+async def test_what_a_client_chooses_reaches_the_log_short_and_on_one_line(
+    serve: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """900 kB identifiers, channel names, actions and commands, and a name with a newline and a NUL:
+    every log line stays under 1,000 characters, with control characters escaped."""
+    from cable_server.demo import create_app as demo_app
+
+    caplog.set_level(logging.DEBUG, logger="cable_server")
+    server = await serve(demo_app())
+    big = "x" * 900_000
+    client = await server.client("?name=a%0AFORGED%20CRITICAL%00")
+    await client.send(command(command="message", identifier=ident("EchoChannel", room=big), data="{}"))
+    await client.send(command(command="subscribe", identifier=ident(big)))
+    assert (await client.recv())["type"] == "reject_subscription"
+    await client.send(command(command=big, identifier=HOSTILE))
+    await client.send(command(command="unsubscribe", identifier=ident("EchoChannel", room=big)))
+    await client.subscribe(HOSTILE)
+    await client.perform(HOSTILE, big)
+    await client.expect_silence(0.3)
+    lines = [record.getMessage() for record in caplog.records if record.name.startswith("cable_server")]
+    assert len(lines) >= 6
+    assert all(len(line) < 1000 and "\n" not in line and "\x00" not in line for line in lines), max(lines, key=len)[:300]
+    assert any("a\\x0aFORGED CRITICAL\\x00" in line for line in lines)
