@@ -120,7 +120,7 @@ class GptChatChannel(Channel):
         if self.room is not None:
             self.chat.left(self.room)
 
-    def send_message(self, data: dict[str, Any]) -> None:
+    async def send_message(self, data: dict[str, Any]) -> None:
         """Answer ``user_content`` into this subscription's room.
 
         ``user_id``, sent by the Rails frontend, must name that same room on an anonymous
@@ -130,10 +130,9 @@ class GptChatChannel(Channel):
         room = self._own_room()
         try:
             self._check_user_id(data.get("user_id"))
-            self.chat.start(room, data.get("user_content"), data.get("system_content"), requester=self._requester())
+            await self.chat.start(room, data.get("user_content"), data.get("system_content"), requester=self._requester())
         except GenerationError as error:
-            running = self.chat.active.get(room) if error.category is ErrorCategory.BUSY else None
-            self.transmit(error_frame(error, **({"message_id": running.message_id} if running else {})))
+            self.transmit(error_frame(error))
 
     async def stop(self, data: dict[str, Any]) -> None:
         """Stop the answer being written (``message_id`` optional); it ends with a ``stopped`` frame."""

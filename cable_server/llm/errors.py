@@ -47,10 +47,12 @@ class ErrorCategory(enum.StrEnum):
 class GenerationError(CableError):
     """A generation ended without an answer; sent to the client as an ``error`` frame."""
 
-    def __init__(self, category: ErrorCategory, message: str) -> None:
+    def __init__(self, category: ErrorCategory, message: str, *, message_id: str | None = None) -> None:
         super().__init__(message)
         self.category = category
         self.message = message
+        #: ``busy``: the answer being written, which the client may ``stop``.
+        self.message_id = message_id
 
     def as_dict(self) -> dict[str, str]:
         """``{"category": ..., "message": ...}``, the ``error`` of an ``error`` frame."""

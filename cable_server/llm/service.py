@@ -25,7 +25,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .. import encoding
 from ..limits import LimitKind
+from ..pubsub import RedisBackend
+from ..streams import Listener
+from .claims import Claims, LocalClaims, RedisClaims, control_stream
 from .errors import ErrorCategory, GenerationError, classify
 from .history import HistoryStore, MemoryHistory, RedisHistory
 from .models import ChatModel, Message, model_for
@@ -44,8 +48,28 @@ _EXTENSION = "gpt_chat"
 
 
 def error_frame(error: GenerationError, **fields: Any) -> dict[str, Any]:
-    """An ``error`` frame, for a request refused before it became a generation too."""
+    """An ``error`` frame, for a request refused before it became a generation too (a ``busy``
+    one names the answer being written: ``message_id``)."""
+    if error.message_id is not None:
+        fields = {"message_id": error.message_id, **fields}
     return {"content": "", "event": "error", **fields, "error": error.as_dict()}
+
+
+def _busy(message_id: str) -> GenerationError:
+    return GenerationError(
+        ErrorCategory.BUSY, f"An answer ({message_id}) is still being written; stop it or wait.", message_id=message_id
+    )
+
+
+def _on_control(generation: Generation, payload: str) -> None:
+    """A stop request from another process for the room this generation writes."""
+    try:
+        message: Any = encoding.loads(payload)
+    except encoding.DecodeError:
+        return
+    if isinstance(message, dict) and message.get("stop") == generation.message_id:
+        reason = message.get("reason")
+        generation.cancel(reason if isinstance(reason, str) else "stopped")
 
 
 @dataclass(eq=False)
@@ -103,6 +127,7 @@ class ChatService:
         model: ChatModel | None = None,
         history: HistoryStore | None = None,
         frames: FrameStore | None = None,
+        claims: Claims | None = None,
     ) -> None:
         self.server = server
         self.settings = settings = settings or ChatSettings.from_env()
@@ -123,12 +148,17 @@ class ChatService:
                 else MemoryFrameStore(ttl=ttl, max_frames=most)
             )
         self.frames = frames
+        if claims is None:
+            claims = RedisClaims(settings.history_url, prefix=settings.history_prefix) if settings.history_url else LocalClaims()
+        #: Who writes each room's answer across processes (see :mod:`cable_server.llm.claims`).
+        self.claims = claims
         self.pool = GenerationPool(settings.max_concurrent, settings.max_queued)
         self.active: dict[str, Generation] = {}
         self._per_requester: collections.Counter[str] = collections.Counter()
         self._metrics = server.metrics.generations
         self._listeners: collections.Counter[str] = collections.Counter()
         self._orphan_timers: dict[str, asyncio.TimerHandle] = {}
+        self._checks: set[asyncio.Future[None]] = set()  # orphan checks under way
 
     @classmethod
     def install(cls, server: CableServer, settings: ChatSettings | None = None, **options: Any) -> ChatService:
@@ -149,11 +179,14 @@ class ChatService:
 
     # --- requests -------------------------------------------------------------------------
 
-    def start(self, room: str, user_content: Any, system_content: Any = None, *, requester: str | None = None) -> Generation:
+    async def start(
+        self, room: str, user_content: Any, system_content: Any = None, *, requester: str | None = None
+    ) -> Generation:
         """Begin answering ``user_content`` into ``room``; the frames follow from a task.
 
         Raises :class:`GenerationError` (``invalid_request``, ``busy``) when it cannot begin:
-        one generation per room, ``max_generations_per_user`` per ``requester``.
+        one generation per room (in every process sharing the claims), ``max_generations_per_user``
+        per ``requester``.
         """
         settings = self.settings
         if not isinstance(user_content, str) or not user_content.strip():
@@ -165,9 +198,7 @@ class ChatService:
             )
         running = self.active.get(room)
         if running is not None:
-            raise GenerationError(
-                ErrorCategory.BUSY, f"An answer ({running.message_id}) is still being written; stop it or wait."
-            )
+            raise _busy(running.message_id)
         if requester is not None and self._per_requester[requester] >= settings.max_generations_per_user:
             self._limit_hit(LimitKind.GENERATIONS_PER_USER, room, f"{requester} has {self._per_requester[requester]} running")
             raise GenerationError(
@@ -177,19 +208,49 @@ class ChatService:
         if self.settings.allow_client_system_prompt and isinstance(system_content, str) and system_content.strip():
             system = system_content
         generation = Generation(room, requester=requester)
-        self.active[room] = generation
-        if requester is not None:
-            self._per_requester[requester] += 1
+        self._track(generation)  # before the claim is awaited: a second request meanwhile is busy here
+        try:
+            elsewhere = await self.claims.claim(room, generation.message_id)
+        except BaseException:
+            self._untrack(generation)
+            raise
+        if elsewhere is not None:
+            self._untrack(generation)
+            raise _busy(elsewhere)
         generation.task = asyncio.ensure_future(self._run(generation, {"role": "user", "content": user_content}, system))
         return generation
 
+    def _track(self, generation: Generation) -> None:
+        self.active[generation.room] = generation
+        if generation.requester is not None:
+            self._per_requester[generation.requester] += 1
+
+    def _untrack(self, generation: Generation) -> None:
+        if self.active.get(generation.room) is generation:
+            del self.active[generation.room]
+        if generation.requester is not None:
+            self._per_requester[generation.requester] -= 1
+            if self._per_requester[generation.requester] <= 0:
+                del self._per_requester[generation.requester]
+
     async def stop(self, room: str, message_id: Any = None, *, reason: str = "stopped") -> bool:
-        """Cancel the room's generation (only ``message_id`` if given) and wait until it ended."""
+        """Cancel the room's generation (only ``message_id`` if given) and wait until it ended,
+        in this process or, through the room's control stream, in the one writing it."""
         generation = self.active.get(room)
-        if generation is None or generation.task is None or message_id not in (None, generation.message_id):
+        if generation is not None and generation.task is not None:
+            if message_id not in (None, generation.message_id):
+                return False
+            generation.cancel(reason)
+            await asyncio.gather(generation.task, return_exceptions=True)
+            return True
+        holder = await self.claims.holder(room)
+        if holder is None or message_id not in (None, holder):
             return False
-        generation.cancel(reason)
-        await asyncio.gather(generation.task, return_exceptions=True)
+        await self.server.broadcast(control_stream(room), {"stop": holder, "reason": reason})
+        for _ in range(100):  # until its claim is released: the answer ended (5 s at most)
+            await asyncio.sleep(0.05)
+            if await self.claims.holder(room) != holder:
+                break
         return True
 
     async def resume(self, room: str, message_id: str | None, after_seq: int) -> Replay | None:
@@ -230,18 +291,40 @@ class ChatService:
 
     def _abandon(self, room: str) -> None:
         self._orphan_timers.pop(room, None)
-        if self._listeners[room] <= 0:
-            generation = self.active.get(room)
-            if generation is not None:
-                generation.cancel("no_subscribers")
+        generation = self.active.get(room)
+        if self._listeners[room] <= 0 and generation is not None and generation.task is not None:
+            self._checks.add(asyncio.ensure_future(self._abandon_unless_heard_elsewhere(room, generation)))
+
+    async def _abandon_unless_heard_elsewhere(self, room: str, generation: Generation) -> None:
+        """Cancel an answer nobody listens to here, unless another process still has subscribers
+        of the room (then look again after the grace period)."""
+        try:
+            backend = self.server.router.backend
+            elsewhere = 0
+            if isinstance(backend, RedisBackend):
+                elsewhere = await self.claims.subscribers(backend.redis_channel(room)) - (room in self.server.router)
+        except Exception as exc:
+            logger.warning("cannot tell whether %s has subscribers elsewhere (%s): ending its answer", room, exc)
+            elsewhere = 0
+        finally:
+            self._checks.discard(asyncio.current_task())
+        if self._listeners[room] > 0 or self.active.get(room) is not generation:
+            return
+        if elsewhere > 0:
+            self._orphan_timers[room] = asyncio.get_running_loop().call_later(self.settings.orphan_grace, self._abandon, room)
+        else:
+            generation.cancel("no_subscribers")
 
     async def close(self) -> None:
         """Cancel every generation (closing its upstream stream), then the model's client."""
         for timer in self._orphan_timers.values():
             timer.cancel()
         self._orphan_timers.clear()
+        for check in self._checks:
+            check.cancel()
         await asyncio.gather(*(self.stop(room, reason="shutdown") for room in list(self.active)))
         await self.model.close()
+        await self.claims.close()
         await self.history.close()
         await self.frames.close()
 
@@ -254,12 +337,19 @@ class ChatService:
         await self.server.broadcast(generation.room, frame)
 
     async def _run(self, generation: Generation, question: Message, system: str | None) -> None:
+        async with self.claims.held(generation.room, generation.message_id):
+            await self._generate(generation, question, system)
+
+    async def _generate(self, generation: Generation, question: Message, system: str | None) -> None:
         generation.running = True
         self._metrics.active.inc()
         stats = _Stats()
+        control = Listener(lambda payload: _on_control(generation, payload))
         outcome = "done"
         try:
             await self._emit(generation, "start")
+            if self.claims.shared:  # stop requests from the other processes (after the start frame: a
+                await self.server.router.add(control_stream(generation.room), control)  # resume finds it sooner)
             if generation.cancel_reason is not None:
                 raise asyncio.CancelledError
             messages: list[Message] = [{"role": "system", "content": system}] if system else []
@@ -291,13 +381,9 @@ class ChatService:
                 logger.exception("generation %s failed", generation.message_id)
             await self._emit(generation, "error", error=error.as_dict())
         finally:
+            self.server.router.remove(control_stream(generation.room), control)
             self._metrics.active.dec()
-            if self.active.get(generation.room) is generation:
-                del self.active[generation.room]
-            if generation.requester is not None:
-                self._per_requester[generation.requester] -= 1
-                if self._per_requester[generation.requester] <= 0:
-                    del self._per_requester[generation.requester]
+            self._untrack(generation)
             if generation.text or outcome == "done":
                 await self._remember(generation, question)
             self._log(generation, stats, outcome)
