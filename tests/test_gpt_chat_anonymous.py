@@ -16,7 +16,7 @@ import pytest
 from cable_server import Settings
 from cable_server.demo import create_app
 from cable_server.llm import ChatSettings
-from cable_server.testing import FakeOpenAI, Reply
+from cable_server.testing import FakeOpenAI, RedisServer, Reply
 from protocol_tests.client import CableClient, assert_usable
 
 from .chat_helpers import ChatHarness, read_answer, room, start_chat
@@ -189,3 +189,19 @@ async def test_owner_and_helpers_are_not_actions(
     unknown = [r for r in caplog.records if "action" in r.getMessage() and r.levelno >= logging.INFO]
     assert len(unknown) == 5, [r.getMessage() for r in caplog.records]
     await assert_usable(client)
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_history_messages_zero_remembers_nothing(
+    serve: ServerFactory, fake_openai: FakeOpenAI, redis_server: RedisServer, store: str
+) -> None:
+    """CABLE_LLM_HISTORY_MESSAGES=0, as the Rails original: no turn reaches the next question or `history`."""
+    options: dict[str, Any] = {"history_url": redis_server.url, "history_prefix": "nomemory"} if store == "redis" else {}
+    chat = await start_chat(serve, fake_openai, history_messages=0, **options)
+    client = await chat.user(None, subscribe=42)
+    for question in ("first", "second"):
+        await client.perform(room(42), "send_message", user_content=question, user_id=42)
+        await read_answer(client, room(42))
+    assert fake_openai.requests[1].messages == [{"role": "user", "content": "second"}]
+    await client.perform(room(42), "history")
+    assert (await client.recv())["message"]["messages"] == []

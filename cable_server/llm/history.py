@@ -66,6 +66,8 @@ class MemoryHistory(HistoryStore):
         return list(self._rooms.get(room, ()))
 
     async def append(self, room: str, *messages: Message) -> None:
+        if self.max_messages <= 0:  # no memory: nothing kept at all
+            return
         turns = self._rooms.setdefault(room, collections.deque())
         turns.extend(messages)
         kept = trim(turns, max_messages=self.max_messages, max_tokens=self.max_tokens)
@@ -96,6 +98,8 @@ class RedisHistory(HistoryStore):
         return trim([orjson.loads(item) for item in raw], max_messages=self.max_messages, max_tokens=self.max_tokens)
 
     async def append(self, room: str, *messages: Message) -> None:
+        if self.max_messages <= 0:  # no memory: nothing kept at all (LTRIM -0 would keep everything)
+            return
         key = self.prefix + room
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.rpush(key, *(orjson.dumps(message) for message in messages))
