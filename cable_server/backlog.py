@@ -33,17 +33,29 @@ class _Stream:
 class Backlog:
     """Per-stream offsets and recent broadcasts of this process (``epoch``), for ``history`` requests."""
 
-    def __init__(self, *, limit: int = 100, ttl: float = 300.0) -> None:
+    def __init__(self, *, limit: int = 100, ttl: float = 300.0, max_streams: int = 20_000) -> None:
         self.limit = limit
         self.ttl = ttl
+        #: Streams recorded at once; past it the least recently used one is forgotten (its
+        #: clients are told ``reject_history`` should they ask), whatever clients subscribe to.
+        self.max_streams = max_streams
         #: Changes when the process restarts: offsets from another epoch mean nothing here.
         self.epoch = secrets.token_hex(2)
-        self._streams: dict[str, _Stream] = {}
+        self._streams: collections.OrderedDict[str, _Stream] = collections.OrderedDict()  # least recent first
 
-    def track(self, stream: str) -> None:
-        """Start (or keep) recording ``stream``: an extended-protocol client listens to it."""
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def track(self, stream: str) -> list[str]:
+        """Start (or keep) recording ``stream``: an extended-protocol client listens to it.
+        Returns the streams forgotten to stay within ``max_streams``."""
         entry = self._streams.setdefault(stream, _Stream())
         entry.touched = time.monotonic()
+        self._streams.move_to_end(stream)
+        forgotten = []
+        while len(self._streams) > self.max_streams:
+            forgotten.append(self._streams.popitem(last=False)[0])
+        return forgotten
 
     def tracked(self, stream: str) -> bool:
         """Whether broadcasts on ``stream`` get offsets and are kept."""
@@ -57,6 +69,7 @@ class Backlog:
         offset = entry.next_offset
         entry.next_offset += 1
         entry.touched = time.monotonic()
+        self._streams.move_to_end(stream)
         entry.messages.append((offset, time.time(), payload))
         if len(entry.messages) > self.limit:
             entry.messages.popleft()

@@ -27,7 +27,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from . import encoding, logs
-from .errors import UnknownAction
+from .errors import LimitExceeded, UnknownAction
+from .limits import LimitKind
 from .naming import channel_name_for, serialize_broadcasting
 from .protocol import confirm_frame, message_frame, reject_frame
 from .streams import Listener
@@ -165,10 +166,15 @@ class Channel:
 
         Without ``callback`` each broadcast is sent to the client as is. With one, it is
         called with the decoded message (the encoded JSON text when ``raw``) and decides
-        what to transmit. The confirmation waits until the stream is live.
+        what to transmit. The confirmation waits until the stream is live. A ``broadcasting``
+        longer than ``max_stream_name_length`` raises :class:`~cable_server.errors.LimitExceeded`
+        (in ``subscribed``: the subscription is rejected).
         """
         if self._unsubscribed:
             return
+        longest = self._session.server.settings.max_stream_name_length
+        if len(broadcasting) > longest:
+            raise LimitExceeded(LimitKind.STREAM_NAME_LENGTH, f"a stream name of {len(broadcasting)} characters")
         if callback is None:
             deliver = self._session.send if self._confirmed else self._deliver_after_confirmation
             listener = Listener(deliver, self.identifier, extended=self._session.protocol.extended)

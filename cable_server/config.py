@@ -60,6 +60,12 @@ class Settings:
     # --- limits: each hit is refused, logged (warning) and counted (``cable_limit_hits_total``) ---
     #: Subscriptions one connection may hold; one more gets ``reject_subscription``.
     max_subscriptions: int = 100
+    #: Characters of a subscription identifier (its channel and params); a longer one gets
+    #: ``reject_subscription``. Rails has no limit; an identifier is rarely over a hundred.
+    max_identifier_length: int = 1024
+    #: Characters of a stream name a channel streams from; a longer one fails the ``stream_from``
+    #: (in ``subscribed``: the subscription is rejected).
+    max_stream_name_length: int = 1024
     #: Commands per second one connection may send on average (a token bucket refilled at this
     #: rate, holding ``command_burst``); a command beyond it is dropped unexecuted. 0: no limit.
     command_rate: float = 50.0

@@ -25,6 +25,8 @@ class LimitKind(enum.StrEnum):
     """The ``kind`` label of ``cable_limit_hits_total``."""
 
     SUBSCRIPTIONS = "subscriptions"
+    IDENTIFIER_LENGTH = "identifier_length"
+    STREAM_NAME_LENGTH = "stream_name_length"
     COMMAND_RATE = "command_rate"
     COMMAND_FLOOD = "command_flood"
     CONNECTIONS_PER_ADDRESS = "connections_per_address"

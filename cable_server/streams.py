@@ -80,7 +80,7 @@ class StreamRouter:
             entry.ready = self._spawn(self._subscribe(stream))
         entry.listeners.append(listener)
         if listener.extended:
-            self.backlog.track(stream)
+            self._untrack(self.backlog.track(stream))
         ready = entry.ready
         assert ready is not None
         if ready.done() and not ready.cancelled() and ready.exception() is None:
@@ -135,7 +135,11 @@ class StreamRouter:
     def expire_backlog(self) -> None:
         """Drop the backlog of streams nobody listened to for its TTL, and their subscriptions."""
         listened = {stream for stream, entry in self._streams.items() if entry.listeners}
-        for stream in self.backlog.expire(live=listened):
+        self._untrack(self.backlog.expire(live=listened))
+
+    def _untrack(self, streams: list[str]) -> None:
+        """Streams the backlog no longer records: those nobody listens to are unsubscribed."""
+        for stream in streams:
             if stream in self._streams and not self._streams[stream].listeners:
                 del self._streams[stream]
                 self._spawn(self._unsubscribe(stream))

@@ -52,12 +52,17 @@ class Subscriptions:
     async def add(self, command: Subscribe, *, confirm: bool = True) -> None:
         """Subscribe; a second subscribe for a live identifier is ignored (never confirmed twice).
 
-        Beyond ``max_subscriptions`` the answer is ``reject_subscription`` (Rails has no limit).
+        Beyond ``max_subscriptions``, or for an identifier over ``max_identifier_length``, the
+        answer is ``reject_subscription`` (Rails has neither limit).
         """
         if command.identifier in self._channels:
             logger.debug("already subscribed to %s", logs.clip(command.identifier))
             return
         server = self._session.server
+        longest = server.settings.max_identifier_length
+        if len(command.identifier) > longest:
+            self._session.send(reject_frame(command.identifier))
+            raise LimitExceeded(LimitKind.IDENTIFIER_LENGTH, f"rejected an identifier of {len(command.identifier)} characters")
         limit = server.settings.max_subscriptions
         if len(self._channels) >= limit:
             self._session.send(reject_frame(command.identifier))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import abc
 import collections
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import orjson
 import redis.asyncio as aioredis
@@ -55,27 +57,60 @@ class HistoryStore(abc.ABC):
 
 
 class MemoryHistory(HistoryStore):
-    """In-process history, bounded per room by message count and estimated tokens."""
+    """In-process history, bounded per room by message count and estimated tokens, and in all by
+    ``max_bytes`` of text (the rooms least recently written are forgotten first) and by ``ttl``
+    seconds without a turn: however many rooms clients open, it holds at most that much."""
 
-    def __init__(self, *, max_messages: int = 20, max_tokens: int = 4_000) -> None:
+    def __init__(
+        self, *, max_messages: int = 20, max_tokens: int = 4_000, max_bytes: int = 32 << 20, ttl: float = 86_400
+    ) -> None:
         self.max_messages = max_messages
         self.max_tokens = max_tokens
-        self._rooms: dict[str, collections.deque[Message]] = {}
+        self.max_bytes = max_bytes
+        self.ttl = ttl
+        self._rooms: collections.OrderedDict[str, _Turns] = collections.OrderedDict()  # least recent first
+        self.bytes = 0
 
     async def load(self, room: str) -> list[Message]:
-        return list(self._rooms.get(room, ()))
+        self._expire()
+        turns = self._rooms.get(room)
+        return list(turns.messages) if turns else []
 
     async def append(self, room: str, *messages: Message) -> None:
         if self.max_messages <= 0:  # no memory: nothing kept at all
             return
-        turns = self._rooms.setdefault(room, collections.deque())
-        turns.extend(messages)
-        kept = trim(turns, max_messages=self.max_messages, max_tokens=self.max_tokens)
-        if len(kept) != len(turns):
-            self._rooms[room] = collections.deque(kept)
+        old = self._rooms.pop(room, None)
+        self.bytes -= old.size if old else 0
+        kept = trim([*(old.messages if old else ()), *messages], max_messages=self.max_messages, max_tokens=self.max_tokens)
+        turns = self._rooms[room] = _Turns(kept, sum(len(m["content"]) for m in kept), time.monotonic())
+        self.bytes += turns.size
+        self._expire()
+        while self.bytes > self.max_bytes and self._rooms:
+            self.bytes -= self._rooms.popitem(last=False)[1].size
 
     async def clear(self, room: str) -> None:
-        self._rooms.pop(room, None)
+        turns = self._rooms.pop(room, None)
+        self.bytes -= turns.size if turns else 0
+
+    def __len__(self) -> int:
+        return len(self._rooms)
+
+    def _expire(self) -> None:
+        limit = time.monotonic() - self.ttl
+        while self._rooms:
+            room, turns = next(iter(self._rooms.items()))
+            if turns.written >= limit:
+                return
+            del self._rooms[room]
+            self.bytes -= turns.size
+
+
+@dataclass(slots=True)
+class _Turns:
+    messages: list[Message]
+    #: Characters of content, what the global bound counts.
+    size: int
+    written: float
 
 
 class RedisHistory(HistoryStore):

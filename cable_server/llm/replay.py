@@ -63,15 +63,27 @@ class _Kept:
     room: str
     frames: collections.deque[Frame]
     expires: float = field(default=0.0)
+    #: Characters of content kept (plus a little per frame), what the global bound counts.
+    size: int = 0
+
+
+#: What one frame costs beyond its content, for the global bound (its dict and keys, roughly).
+_FRAME_COST = 64
 
 
 class MemoryFrameStore(FrameStore):
-    """In-process frames, for a single server process."""
+    """In-process frames, for a single server process; at most ``max_bytes`` in all (the oldest
+    generations are dropped first, and a resume that needs them is ``expired``)."""
 
-    def __init__(self, *, ttl: float = 300.0, max_frames: int = 20_000) -> None:
+    def __init__(self, *, ttl: float = 300.0, max_frames: int = 20_000, max_bytes: int = 64 << 20) -> None:
         super().__init__(ttl=ttl, max_frames=max_frames)
-        self._generations: dict[str, _Kept] = {}
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._generations: dict[str, _Kept] = {}  # oldest first
         self._latest: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._generations)
 
     async def append(self, room: str, frame: Frame) -> None:
         now = time.monotonic()
@@ -81,8 +93,15 @@ class MemoryFrameStore(FrameStore):
             self._expire(now)
             kept = self._generations[message_id] = _Kept(room, collections.deque(maxlen=self.max_frames))
             self._latest[room] = message_id
+        if len(kept.frames) == kept.frames.maxlen:
+            kept.size -= _cost(kept.frames[0])
+            self.bytes -= _cost(kept.frames[0])
         kept.frames.append(frame)
+        kept.size += _cost(frame)
+        self.bytes += _cost(frame)
         kept.expires = now + self.ttl
+        while self.bytes > self.max_bytes and len(self._generations) > 1:
+            self._forget(next(iter(self._generations)))
 
     async def replay(self, room: str, message_id: str | None, after_seq: int) -> Replay | None:
         self._expire(time.monotonic())
@@ -94,9 +113,18 @@ class MemoryFrameStore(FrameStore):
 
     def _expire(self, now: float) -> None:
         for message_id in [m for m, kept in self._generations.items() if kept.expires < now]:
-            room = self._generations.pop(message_id).room
-            if self._latest.get(room) == message_id:
-                del self._latest[room]
+            self._forget(message_id)
+
+    def _forget(self, message_id: str) -> None:
+        kept = self._generations.pop(message_id)
+        self.bytes -= kept.size
+        if self._latest.get(kept.room) == message_id:
+            del self._latest[kept.room]
+
+
+def _cost(frame: Frame) -> int:
+    content = frame.get("content")
+    return _FRAME_COST + (len(content) if isinstance(content, str) else 0)
 
 
 def _text(value: bytes | str) -> str:

@@ -137,7 +137,7 @@ class ChatService:
             history = (
                 RedisHistory(settings.history_url, prefix=settings.history_prefix, **bounds)
                 if settings.history_url
-                else MemoryHistory(**bounds)
+                else MemoryHistory(**bounds, max_bytes=settings.history_max_bytes, ttl=settings.history_ttl)
             )
         self.history = history
         if frames is None:
@@ -145,7 +145,7 @@ class ChatService:
             frames = (
                 RedisFrameStore(settings.history_url, prefix=settings.history_prefix, ttl=ttl, max_frames=most)
                 if settings.history_url
-                else MemoryFrameStore(ttl=ttl, max_frames=most)
+                else MemoryFrameStore(ttl=ttl, max_frames=most, max_bytes=settings.resume_max_bytes)
             )
         self.frames = frames
         if claims is None:

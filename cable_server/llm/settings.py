@@ -50,6 +50,10 @@ class ChatSettings:
     #: Turns kept per room, and their approximate size in tokens (4 characters each).
     history_messages: int = 20
     history_tokens: int = 4_000
+    #: In process: characters of history kept in all rooms together (the rooms least recently
+    #: written are forgotten first), and seconds a room's history is kept after its last turn.
+    history_max_bytes: int = 32 << 20
+    history_ttl: float = 86_400.0
     #: Longest accepted ``user_content``, in characters.
     max_prompt_chars: int = 32_000
     #: ``redis://...``: keep the rooms' history and the frames kept for ``resume`` in Redis, shared
@@ -64,6 +68,8 @@ class ChatSettings:
     #: how many of its frames are kept at most.
     resume_ttl: float = 300.0
     resume_max_frames: int = 20_000
+    #: In process: characters of frames kept for ``resume`` in all (the oldest answers go first).
+    resume_max_bytes: int = 64 << 20
     #: Pace of the offline model, in tokens per second.
     offline_tokens_per_second: float = 40.0
 
