@@ -42,6 +42,22 @@ def free_port() -> int:
         return port
 
 
+async def listening(port: int, process: asyncio.subprocess.Process, name: str, seconds: float) -> None:
+    """Return once ``port`` accepts connections; fail if ``process`` exits first or ``seconds`` pass."""
+    for _ in range(int(seconds * 20)):
+        if process.returncode is not None:
+            output = await process.stdout.read() if process.stdout else b""
+            raise AssertionError(f"{name} exited early:\n{output.decode(errors='replace')}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        return
+    raise AssertionError(f"{name} did not start listening within {seconds:.0f} s")
+
+
 def npm(folder: Path, *args: str) -> None:
     """Run ``npm ARGS`` in ``folder``; the test fails with npm's output if it does."""
     binary = shutil.which("npm")
@@ -165,15 +181,8 @@ async def nginx(tmp_path: Path) -> AsyncIterator[NginxFactory]:
         )
         server = Nginx(http_port, https_port, process)
         started.append(server)
-        for _ in range(100):
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", http_port)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            return server
-        raise AssertionError("nginx did not start listening")
+        await listening(http_port, process, "nginx", 5)
+        return server
 
     yield start
     for server in started:

@@ -15,7 +15,7 @@ import pytest
 
 from protocol_tests.client import CableClient
 
-from .frontend import free_port, self_signed_certificate
+from .frontend import free_port, listening, self_signed_certificate
 
 COMMAND = str(Path(sys.executable).with_name("cable-server"))
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +62,14 @@ class ServerProcess:
 Launcher = Callable[..., Awaitable[ServerProcess]]
 
 
+def rss_kib(pid: int) -> int:
+    """The resident memory of process ``pid``, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
 @pytest.fixture
 async def launch(tmp_path: Path) -> AsyncIterator[Launcher]:
     """Start ``cable-server ARGS`` on a free port and wait until it accepts connections.
@@ -92,17 +100,8 @@ async def launch(tmp_path: Path) -> AsyncIterator[Launcher]:
         )
         server = ServerProcess(process, port, tls=tls)
         started.append(server)
-        for _ in range(1200):
-            if process.returncode is not None:
-                raise AssertionError(f"cable-server exited early:\n{await server.output()}")
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            return server
-        raise AssertionError("cable-server did not start listening within 60 s")
+        await listening(port, process, "cable-server", 60)
+        return server
 
     yield start
     for server in started:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,7 +18,7 @@ from protocol_tests.client import assert_usable
 
 from .conftest import RunningServer, start_server
 from .fixture_app import create_app
-from .processes import Launcher
+from .processes import Launcher, rss_kib
 
 HALF_UPGRADE = b"GET /cable HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
 
@@ -90,13 +89,6 @@ async def test_keep_alive_requests_are_served_and_a_late_second_head_is_closed(s
     writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # and then nothing
     assert await read_all(reader) == b""
     writer.close()
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 async def test_cable_servers_memory_does_not_follow_a_200_mib_header(launch: Launcher) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from pathlib import Path
 
 import pytest
 
@@ -22,7 +21,7 @@ from protocol_tests.client import CableClient, assert_usable, ident
 
 from .chat_helpers import read_answer, room, start_chat
 from .conftest import RunningServer, ServerFactory
-from .processes import Launcher
+from .processes import Launcher, rss_kib
 from .test_observability import scrape
 
 
@@ -51,13 +50,6 @@ async def test_a_stream_name_over_the_limit_rejects_the_subscription(
     assert await client.recv() == {"identifier": long, "type": "reject_subscription"}
     assert (await scrape(server))['cable_limit_hits_total{kind="stream_name_length"}'] == 1
     await client.subscribe(ident("EchoChannel", room="short"))
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 async def test_clients_sending_megabyte_identifiers_leave_memory_as_it_was(launch: Launcher) -> None:
