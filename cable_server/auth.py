@@ -173,9 +173,9 @@ class TokenAuth:
             detail = f"missing claim {exc.claim!r}" if isinstance(exc, jwt.MissingRequiredClaimError) else type(exc).__name__
             raise InvalidToken(problem, detail) from None
         _check_registered_claims(claims)
-        missing = [claim for claim in self.claims.values() if claims.get(claim) in (None, "")]
-        if missing:
-            raise InvalidToken(TokenProblem.CLAIMS, f"missing or empty claim {missing[0]!r}")
+        unusable = [claim for claim in self.claims.values() if not _identifier_value(claims.get(claim))]
+        if unusable:
+            raise InvalidToken(TokenProblem.CLAIMS, f"claim {unusable[0]!r} is missing, empty or not a string or integer")
         return claims
 
     def identify(self, connection: Connection) -> dict[str, Any]:
@@ -198,6 +198,12 @@ class TokenAuth:
             setattr(connection, identifier, claims[claim])
         connection.expires_at = claims.get("exp")
         return claims
+
+
+def _identifier_value(value: Any) -> bool:
+    """An identifier a claim may give: a non-empty string or an integer (``false``, ``{}``, ``[]``
+    would identify nobody, and fail open where the app tells users apart)."""
+    return (isinstance(value, str) and bool(value)) or (isinstance(value, int) and not isinstance(value, bool))
 
 
 def _check_registered_claims(claims: Mapping[str, Any]) -> None:

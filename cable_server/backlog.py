@@ -33,9 +33,13 @@ class _Stream:
 class Backlog:
     """Per-stream offsets and recent broadcasts of this process (``epoch``), for ``history`` requests."""
 
-    def __init__(self, *, limit: int = 100, ttl: float = 300.0, max_streams: int = 20_000) -> None:
+    def __init__(self, *, limit: int = 100, ttl: float = 300.0, max_streams: int = 20_000, max_bytes: int = 64 << 20) -> None:
         self.limit = limit
         self.ttl = ttl
+        #: Bytes of messages kept in all; past it the oldest messages of the least recently used
+        #: streams go first (a ``history`` that needs them is told they are gone).
+        self.max_bytes = max_bytes
+        self.bytes = 0
         #: Streams recorded at once; past it the least recently used one is forgotten (its
         #: clients are told ``reject_history`` should they ask), whatever clients subscribe to.
         self.max_streams = max_streams
@@ -54,7 +58,9 @@ class Backlog:
         self._streams.move_to_end(stream)
         forgotten = []
         while len(self._streams) > self.max_streams:
-            forgotten.append(self._streams.popitem(last=False)[0])
+            stream, dropped = self._streams.popitem(last=False)
+            self.bytes -= sum(len(payload) for _, _, payload in dropped.messages)
+            forgotten.append(stream)
         return forgotten
 
     def tracked(self, stream: str) -> bool:
@@ -71,9 +77,19 @@ class Backlog:
         entry.touched = time.monotonic()
         self._streams.move_to_end(stream)
         entry.messages.append((offset, time.time(), payload))
+        self.bytes += len(payload)
         if len(entry.messages) > self.limit:
-            entry.messages.popleft()
+            self.bytes -= len(entry.messages.popleft()[2])
+        if self.bytes > self.max_bytes:
+            self._shed()
         return offset
+
+    def _shed(self) -> None:
+        for entry in self._streams.values():  # least recently used first
+            while entry.messages and self.bytes > self.max_bytes:
+                self.bytes -= len(entry.messages.popleft()[2])
+            if self.bytes <= self.max_bytes:
+                return
 
     def after(self, stream: str, epoch: str, offset: int) -> list[tuple[int, str]]:
         """Messages after ``offset``; raises :class:`HistoryGone` if they cannot all be given."""
@@ -96,5 +112,5 @@ class Backlog:
         limit = time.monotonic() - self.ttl
         expired = [s for s, entry in self._streams.items() if entry.touched < limit and s not in live]
         for stream in expired:
-            del self._streams[stream]
+            self.bytes -= sum(len(payload) for _, _, payload in self._streams.pop(stream).messages)
         return expired

@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="certificate chain (and the key, if it is in the same file)",
     )
     tls.add_argument("--ssl-keyfile", default=os.environ.get("CABLE_SSL_KEYFILE") or None, metavar="PEM", help="private key")
+    tls.add_argument(
+        "--ssl-keyfile-password",
+        default=os.environ.get("CABLE_SSL_KEYFILE_PASSWORD") or None,
+        metavar="PASSWORD",
+        help="password of an encrypted key (better: CABLE_SSL_KEYFILE_PASSWORD)",
+    )
     parser.add_argument(
         "--allowed-origins",
         default=os.environ.get("CABLE_ALLOWED_ORIGINS"),
@@ -171,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.ssl_keyfile and not args.ssl_certfile:
         parser.error("--ssl-keyfile needs --ssl-certfile")
     if args.ssl_certfile:
-        check_certificate(args.ssl_certfile, args.ssl_keyfile)
+        check_certificate(args.ssl_certfile, args.ssl_keyfile, args.ssl_keyfile_password)
     scheme = "https" if args.ssl_certfile else "http"
     logs.configure(args.log_level, args.log_format)
     # Factories (and the chat service) read these too, e.g. to keep chat history in the same Redis.
@@ -209,17 +215,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         uvicorn_logging=not json_logs,
         ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile,
+        ssl_keyfile_password=args.ssl_keyfile_password,
     )
 
 
-def check_certificate(certfile: str, keyfile: str | None) -> None:
+def check_certificate(certfile: str, keyfile: str | None, password: str | None = None) -> None:
     """Load the certificate (and its key, from ``keyfile`` or the same PEM) as the server will,
-    so that a missing or unreadable file ends the command with one line, not a traceback."""
+    so that a missing, unreadable or mismatched file ends the command with one line, not a
+    traceback, and an encrypted key without its password is an error, not a prompt."""
     try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile, password or "")
     except (OSError, ssl.SSLError) as exc:
-        key = f" and key {keyfile!r}" if keyfile else ""
-        raise SystemExit(f"cable-server: cannot use certificate {certfile!r}{key}: {exc}") from None
+        key = f" and key {keyfile!r}" if keyfile else " (no --ssl-keyfile: the key must be in the same PEM)"
+        hint = " (is the key there, unencrypted or with --ssl-keyfile-password, and the certificate's own?)"
+        raise SystemExit(f"cable-server: cannot use certificate {certfile!r}{key}: {exc}{hint}") from None
 
 
 def configure(cable: CableServer, args: argparse.Namespace) -> None:

@@ -53,6 +53,8 @@ class Settings:
     #: skips ``connect``, so it must not prolong an identity; a recovered session keeps the clock).
     recovery_ttl: float = 300.0
     recovery_max_age: float = 900.0
+    #: Memory the kept sessions may hold in all (roughly); past it the oldest are forgotten.
+    recovery_max_bytes: int = 64 << 20
     #: Set to enable ``POST <broadcast_path>`` with ``Authorization: Bearer <secret>``.
     broadcast_secret: str | None = None
     broadcast_path: str = "/_broadcast"

@@ -79,9 +79,15 @@ class Connection:
 
     @property
     def sid(self) -> str:
-        """This socket's id, unique in the process: the ``connection_id`` of its log records and,
-        with AnyCable's extended protocol, the ``sid`` of its welcome."""
+        """This socket's session id, unique in the process: with AnyCable's extended protocol, the
+        ``sid`` of its welcome, which restores the session: a bearer secret, never logged."""
         return self._session.sid
+
+    @property
+    def log_id(self) -> str:
+        """This socket's id in log records (``connection_id``) and anywhere it may be shown: derived
+        from :attr:`sid`, from which it cannot be turned back."""
+        return self._session.log_id
 
     def reject_unauthorized_connection(self) -> NoReturn:
         """Refuse the connection: the client gets the ``unauthorized`` disconnect frame."""

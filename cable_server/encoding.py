@@ -132,6 +132,8 @@ def dumps_bytes(value: Any) -> bytes:
         raw = orjson.dumps(_rubify(value), default=_default, option=orjson.OPT_NON_STR_KEYS)
     except orjson.JSONEncodeError as exc:
         raise EncodeError(str(exc)) from exc
+    except RecursionError:
+        raise EncodeError("nested too deep to encode") from None
     for char, escaped in _ESCAPES:
         if char in raw:
             raw = raw.replace(char, escaped)
@@ -150,13 +152,37 @@ def _refuse_constant(name: str) -> Any:
 _decoder = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
+#: Ruby's ``JSON.parse`` default ``max_nesting``: deeper arrays and objects are refused, as Rails
+#: refuses them (and the encoder, recursive, would fail on them later).
+MAX_NESTING = 100
+
+
 def loads(text: str | bytes) -> Any:
-    """Decode JSON text; raises :class:`DecodeError` for anything Ruby's parser refuses."""
+    """Decode JSON text; raises :class:`DecodeError` for anything Ruby's parser refuses, nesting
+    deeper than :data:`MAX_NESTING` included."""
     try:
         if isinstance(text, bytes):
             text = text.decode()
-        return _decoder.decode(text)
+        value = _decoder.decode(text)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         if isinstance(exc, DecodeError):
             raise
         raise DecodeError(str(exc)) from exc
+    if text.count("[") + text.count("{") > MAX_NESTING and _depth(value) > MAX_NESTING:  # counted in C first
+        raise DecodeError(f"nesting deeper than {MAX_NESTING}")
+    return value
+
+
+def _depth(value: Any) -> int:
+    """How deep arrays and objects nest in ``value`` (iteratively: no recursion limit to hit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_NESTING:
+            return deepest
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest

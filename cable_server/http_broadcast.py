@@ -25,8 +25,10 @@ MAX_BODY = 1 << 20
 
 
 def has_bearer(request: HTTPConnection, secret: str) -> bool:
-    """Whether ``request`` carries ``Authorization: Bearer <secret>`` (compared in constant time)."""
-    return hmac.compare_digest(request.headers.get("authorization", "").encode(), f"Bearer {secret}".encode())
+    """Whether ``request`` carries ``Authorization: Bearer <secret>`` (the scheme in any case, as
+    RFC 7235 has it; the secret compared in constant time)."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), secret.encode())
 
 
 def _refuse(status: int, message: str) -> JSONResponse:

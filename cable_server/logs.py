@@ -1,6 +1,7 @@
 """Logging: one JSON object per line (``--log-format json``), with the connection a record is about.
 
-A record about a connection carries ``connection_id`` (the session id, AnyCable's ``sid``),
+A record about a connection carries ``connection_id`` (a hash of the session id, never the
+``sid`` itself, which restores a session),
 ``peer`` (client address and port) and ``identifiers`` (the ``identified_by`` values), so a log
 pipeline can follow one client. They come from two places:
 
@@ -21,6 +22,7 @@ import re
 import sys
 import weakref
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import unquote_plus
 
 if TYPE_CHECKING:
     from .session import Session
@@ -68,8 +70,12 @@ def bind_connection(session: Session) -> None:
 def connection_fields(session: Session) -> dict[str, Any]:
     """``connection_id``, ``peer`` and ``identifiers`` of ``session``, for ``extra=``."""
     connection = session.connection
-    identifiers = {name: getattr(connection, name, None) for name in connection.identified_by}
-    return {"connection_id": session.sid, "peer": session.peer, "identifiers": identifiers}
+    identifiers = {name: _loggable(getattr(connection, name, None)) for name in connection.identified_by}
+    return {"connection_id": session.log_id, "peer": session.peer, "identifiers": identifiers}
+
+
+def _loggable(value: Any) -> Any:
+    return value if value is None or isinstance(value, bool | int | float) else clip(value)
 
 
 class ConnectionFilter(logging.Filter):
@@ -103,16 +109,17 @@ def redact_query(text: str) -> str:
     ``[FILTERED]``, as Rails filters its request log."""
     if "?" not in text:
         return text
-    return _QUERY_PAIR.sub(lambda m: f"{m[1]}{m[2]}={FILTERED}" if _SECRET_PARAM.match(m[2]) else m[0], text)
+    return _QUERY_PAIR.sub(lambda m: f"{m[1]}{m[2]}={FILTERED}" if _SECRET_PARAM.match(unquote_plus(m[2])) else m[0], text)
 
 
 class CredentialFilter(logging.Filter):
     """Redacts secret query parameters from the arguments of a record (uvicorn logs each request's
-    path with its query string: ``"GET /cable?token=<JWT> HTTP/1.1"``, ``"WebSocket /cable?sid=..."``)."""
+    path with its query string: ``"GET /cable?token=<JWT> HTTP/1.1"``, ``"WebSocket /cable?sid=..."``),
+    and clips them to 1,000 characters."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(redact_query(arg) if isinstance(arg, str) else arg for arg in record.args)
+            record.args = tuple(clip(redact_query(arg), 1000) if isinstance(arg, str) else arg for arg in record.args)
         return True
 
 

@@ -52,14 +52,23 @@ class _Kept:
     snapshot: Snapshot
     #: ``time.monotonic()`` after which it is forgotten.
     deadline: float
+    #: Roughly what it holds, for ``recovery_max_bytes``: its identifiers and a little per subscription.
+    size: int = 0
+
+
+def _size(snapshot: Snapshot) -> int:
+    return 256 + sum(2 * len(identifier) + 64 for identifier, _ in snapshot.subscriptions)
 
 
 class SessionCache:
-    """Snapshots of closed extended-protocol connections, by sid, for ``recovery_ttl`` seconds and
-    within ``recovery_max_age`` of their authentication (the server's settings)."""
+    """Snapshots of closed extended-protocol connections, by sid, for ``recovery_ttl`` seconds,
+    within ``recovery_max_age`` of their authentication, and ``recovery_max_bytes`` in all (the
+    oldest forgotten first): the server's settings."""
 
     def __init__(self, server: CableServer) -> None:
         self._server = server
+        #: Roughly the memory the kept snapshots hold (see ``recovery_max_bytes``).
+        self.bytes = 0
         self._kept: dict[str, _Kept] = {}
         self._sids: collections.defaultdict[str, set[str]] = collections.defaultdict(set)
         self._watching: dict[str, Listener] = {}
@@ -85,9 +94,12 @@ class SessionCache:
                 logger.warning("session %s not kept for recovery: cannot listen for remote disconnects (%s)", sid, exc)
                 self._unwatch(identity)
                 return
-        self._kept[sid] = _Kept(snapshot, deadline)
+        kept = self._kept[sid] = _Kept(snapshot, deadline, _size(snapshot))
+        self.bytes += kept.size
         if identity:
             self._sids[identity].add(sid)
+        while self.bytes > settings.recovery_max_bytes:
+            self._forget(next(iter(self._kept)))  # the oldest first
 
     def take(self, sid: str | None) -> Snapshot | None:
         """The snapshot of ``sid``, once, while it may still be restored: a sid restores one connection."""
@@ -114,6 +126,7 @@ class SessionCache:
 
     def _forget(self, sid: str) -> None:
         kept = self._kept.pop(sid)
+        self.bytes -= kept.size
         identity = kept.snapshot.identity
         if identity:
             sids = self._sids[identity]

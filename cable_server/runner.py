@@ -112,18 +112,27 @@ def run(
     uvicorn_logging: bool = True,
     ssl_certfile: str | None = None,
     ssl_keyfile: str | None = None,
+    ssl_keyfile_password: str | None = None,
 ) -> None:
     """Serve ``cable`` until SIGINT/SIGTERM, then shut down gracefully.
 
     ``fd``: serve on an inherited listening socket instead (the workers of ``--workers``).
     ``uvicorn_logging=False``: uvicorn's records go to the root logger's handlers (JSON logs)
-    instead of uvicorn's own. ``ssl_certfile`` and ``ssl_keyfile``: serve TLS (``https://``,
+    instead of uvicorn's own. ``ssl_certfile``, ``ssl_keyfile`` (and its password): serve TLS (``https://``,
     ``wss://``), for a frontend that hard-codes ``wss://`` and no proxy in front.
     """
     tune_gc()
     options: dict[str, Any] = {} if uvicorn_logging else {"log_config": None}
     config = config_for(
-        cable, host=host, port=port, log_level=log_level, fd=fd, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, **options
+        cable,
+        host=host,
+        port=port,
+        log_level=log_level,
+        fd=fd,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+        ssl_keyfile_password=ssl_keyfile_password,
+        **options,
     )
     CableUvicornServer(config, cable).run()
 

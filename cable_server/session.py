@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
+import hashlib
 import logging
 import secrets
 import time
@@ -121,7 +123,8 @@ class Session:
         self._send = send
         #: ``extended``: AnyCable's actioncable-v1-ext-json was negotiated.
         self.protocol = ServerProtocol(extended=extended)
-        #: The extended protocol's session id, which a reconnecting client sends back as ``?sid=``.
+        #: The extended protocol's session id, which a reconnecting client sends back as ``?sid=``:
+        #: a bearer secret (see :attr:`log_id` for what logs show).
         self.sid = secrets.token_urlsafe(12)
         self.connection: Connection = server.connection_class(self)
         self.subscriptions = Subscriptions(self)
@@ -151,6 +154,12 @@ class Session:
             if settings.command_rate > 0
             else None
         )
+
+    @functools.cached_property
+    def log_id(self) -> str:
+        """The ``connection_id`` of log records: a hash of :attr:`sid`, which a log reader cannot
+        use to restore the session."""
+        return hashlib.blake2b(self.sid.encode(), digest_size=8).hexdigest()
 
     # --- output ---------------------------------------------------------------------------
 

@@ -123,7 +123,7 @@ class Subscriptions:
                     continue
                 frames += [stream_message_frame(channel.identifier, payload, stream, backlog.epoch, o) for o, payload in messages]
         except HistoryGone as gone:
-            logger.info("history for %s not available: %s", logs.clip(channel.identifier), gone)
+            logger.info("history for %s not available: %s", logs.clip(channel.identifier), logs.clip(gone))
             self._session.send(history_frame(channel.identifier, confirmed=False))
             return
         for frame in frames:

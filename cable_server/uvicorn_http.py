@@ -6,9 +6,9 @@ of MB, and a thousand half-sent upgrade requests were all still held 90 s later.
 WebSocket of the cable starts as an HTTP request, so :func:`guarded_protocol` wraps whichever
 parser uvicorn would use: a head (request line and headers) over ``max_bytes`` gets ``431`` and
 a close, one not complete within ``timeout`` seconds a close. A head is found complete by its
-blank line, independently of the parser; once the response is sent, the next head on a
-keep-alive connection is bounded the same way (a connection idle between requests is left to
-uvicorn's keep-alive timeout).
+blank line, independently of the parser; once the response is sent and the request's body
+read, the next head on a keep-alive connection is bounded the same way (a connection idle
+between requests is left to uvicorn's keep-alive timeout).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import asyncio
 import logging
 from typing import Any, Final
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 __all__ = ["guarded_protocol"]
@@ -29,6 +30,8 @@ _TOO_LARGE: Final = (
 )
 
 
+#: What ends a request head: a blank line (CRLF, or the bare LF that lenient parsers accept).
+_HEAD_ENDS: Final = (b"\r\n\r\n", b"\n\n", b"\n\r\n")
 #: Seconds a refused connection is still read (and dropped) before it is closed.
 _LINGER: Final = 1.0
 
@@ -47,10 +50,13 @@ def guarded_protocol(max_bytes: int, timeout: float, base: type[asyncio.Protocol
 
     class Guarded(parent):  # type: ignore[misc]
         _head_bytes = 0
+        _began = False
         _tail = b""
         _head_timer: asyncio.TimerHandle | None = None
         _had_head = False
         _refused = False
+        _in_message = False
+        _arm_after_body = False
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)
@@ -64,8 +70,7 @@ def guarded_protocol(max_bytes: int, timeout: float, base: type[asyncio.Protocol
             if self._refused:
                 return  # read and dropped until the close: the 431 is not lost to a reset
             if self._head_timer is not None:
-                window = self._tail + data
-                if b"\r\n\r\n" in window or b"\n\n" in window:
+                if self._head_complete(data):
                     self._disarm()
                     self._had_head = True
                 else:
@@ -73,17 +78,49 @@ def guarded_protocol(max_bytes: int, timeout: float, base: type[asyncio.Protocol
                     if self._head_bytes > max_bytes:
                         self._refuse()
                         return
-                    self._tail = window[-3:]
             super().data_received(data)
+
+        def _head_complete(self, data: bytes) -> bool:
+            """Whether ``data`` ends the head: a blank line after the request line began (parsers
+            skip empty lines before a request line, so those end nothing)."""
+            if not self._began:
+                data = data.lstrip(b"\r\n")
+                if not data:
+                    return False
+                self._began = True
+            window = self._tail + data
+            self._tail = window[-3:]
+            return any(end in window for end in _HEAD_ENDS)
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            if not self.transport.is_closing():
+            if self.transport.is_closing():
+                return
+            if self._body_pending():  # its rest is no head: bound the next head once it is read
+                self._arm_after_body = True
+            else:
                 self._arm()
+
+        def _body_pending(self) -> bool:
+            conn = getattr(self, "conn", None)  # h11's connection state
+            return conn.their_state is h11.SEND_BODY if conn is not None else self._in_message
+
+        if hasattr(parent, "on_message_complete"):  # httptools' parser callbacks
+
+            def on_message_begin(self) -> None:
+                self._in_message = True
+                super().on_message_begin()
+
+            def on_message_complete(self) -> None:
+                self._in_message = False
+                super().on_message_complete()
+                if self._arm_after_body and not self.transport.is_closing():
+                    self._arm()
 
         def _arm(self) -> None:
             self._disarm()
-            self._head_bytes, self._tail = 0, b""
+            self._arm_after_body = False
+            self._head_bytes, self._tail, self._began = 0, b"", False
             self._head_timer = asyncio.get_running_loop().call_later(timeout, self._too_slow)
 
         def _disarm(self) -> None:

@@ -152,6 +152,9 @@ REFUSED: list[tuple[str, TokenProblem, str | None]] = [
     ("an empty subject", TokenProblem.CLAIMS, jwt.encode({"sub": "", "acct": 7, "exp": 2**31}, SECRET, algorithm="HS256")),
     ("a numeric subject", TokenProblem.CLAIMS, jwt.encode({"sub": 42, "acct": 7, "exp": 2**31}, SECRET, algorithm="HS256")),
     ("an empty identifier claim", TokenProblem.CLAIMS, token_for(acct="")),
+    ("an identifier claim of false", TokenProblem.CLAIMS, token_for(acct=False)),
+    ("an identifier claim that is an object", TokenProblem.CLAIMS, token_for(acct={})),
+    ("an identifier claim that is a list", TokenProblem.CLAIMS, token_for(acct=[7])),
     ("exp as a string", TokenProblem.CLAIMS, jwt.encode({"sub": "a", "acct": 7, "exp": str(2**31)}, SECRET, algorithm="HS256")),
     (
         "iat as a string",

@@ -92,8 +92,8 @@ async def test_post_broadcast_is_off_by_default(start: Start) -> None:
 
 
 async def test_post_broadcast_bounds_a_chunked_body_and_refuses_deep_json(start: Start) -> None:
-    """A chunked body (no Content-Length) over 1 MiB gets 413 and is not broadcast; JSON nested too
-    deep to decode gets 400, not 500; the endpoint and the cable go on."""
+    """A chunked body (no Content-Length) over 1 MiB gets 413 and is not broadcast; JSON nested deeper
+    than Ruby's max_nesting (100) gets 400, not 500; the endpoint and the cable go on."""
     server = await start("ours", "bounds", "--broadcast-secret", "s3cret")
     client = await server.client("frank")
     await client.subscribe(ECHO)
@@ -109,8 +109,14 @@ async def test_post_broadcast_bounds_a_chunked_body_and_refuses_deep_json(start:
     async with httpx.AsyncClient() as http:
         too_big = await http.post(url, headers=auth, content=chunked())
         deep = await http.post(url, headers=auth, content=b"[" * 100_000 + b"]" * 100_000)
+        deep_data = await http.post(
+            url, headers=auth, content=b'{"stream":"echo_shared","data":' + b"[" * 500 + b"]" * 500 + b"}"
+        )
         fine = await http.post(url, headers=auth, json={"stream": "echo_shared", "data": "after"})
+        again = await http.post(url, headers=auth, json={"stream": "echo_shared", "data": "again"})
     assert "content-length" not in too_big.request.headers
-    assert (too_big.status_code, deep.status_code, fine.status_code) == (413, 400, 200)
+    assert (too_big.status_code, deep.status_code, deep_data.status_code, fine.status_code) == (413, 400, 400, 200)
+    assert again.status_code == 200  # on the same connection: the refused body was not taken for a request
     assert (await client.recv())["message"] == "after"
+    assert (await client.recv())["message"] == "again"
     await client.expect_silence(0.3)

@@ -60,6 +60,30 @@ def test_tls_files_are_checked_before_serving(tmp_path: Path) -> None:
         assert result.returncode != 0 and complaint in result.stderr and "Traceback" not in result.stderr
 
 
+async def test_an_encrypted_key_needs_its_password(launch: Launcher, tmp_path: Path) -> None:
+    """An encrypted key: without --ssl-keyfile-password a one-line error (no prompt), with it wss:// works."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-passout", "pass:s3cret", "-days", "1",
+            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    refused = subprocess.run(
+        [COMMAND, "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)],
+        cwd=ROOT, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "cannot use certificate" in refused.stderr and "Traceback" not in refused.stderr
+    server = await launch(
+        "tests.fixture_app:create_app", "--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--ssl-keyfile-password", "s3cret"
+    )
+    await CableClient.connect(
+        f"wss://127.0.0.1:{server.port}/cable", origin=f"https://127.0.0.1:{server.port}", ssl=trust_anything()
+    )
+
+
 async def test_one_pem_with_certificate_and_key_serves_wss(launch: Launcher, tmp_path: Path) -> None:
     """--ssl-certfile alone, naming a PEM that holds the key too, serves wss://."""
     cert, key = self_signed_certificate(tmp_path)
@@ -209,7 +233,13 @@ async def test_json_logs_are_one_object_per_line_naming_the_connection(launch: L
         "1",
         command=(sys.executable, "-m", "cable_server"),
     )
-    alice = await CableClient.connect(f"ws://127.0.0.1:{server.port}/cable?user=alice", origin=server.origin)
+    alice = await CableClient.connect(
+        f"ws://127.0.0.1:{server.port}/cable?user=alice",
+        origin=server.origin,
+        subprotocols=("actioncable-v1-ext-json",),
+        welcome=False,
+    )
+    sid = (await alice.recv())["sid"]  # restores the session: a secret the log must not hold
     await alice.subscribe(ident("EchoChannel", room="one"))
     await alice.send({"command": "subscribe", "identifier": ident("EchoChannel", room="two")})
     assert (await alice.recv())["type"] == "reject_subscription"
@@ -222,6 +252,7 @@ async def test_json_logs_are_one_object_per_line_naming_the_connection(launch: L
     limit = next(r for r in records if r.get("limit") == "subscriptions")
     assert limit["level"] == "warning" and limit["connection_id"] == connected["connection_id"]
     assert limit["identifiers"] == {"current_user": "alice"}
+    assert sid not in json.dumps(records) and connected["connection_id"]
 
 
 async def test_sigterm_during_100_chat_streams_ends_every_one_cleanly(launch: Launcher, fake_openai: FakeOpenAI) -> None:

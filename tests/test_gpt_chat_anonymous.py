@@ -205,3 +205,21 @@ async def test_history_messages_zero_remembers_nothing(
     assert fake_openai.requests[1].messages == [{"role": "user", "content": "second"}]
     await client.perform(room(42), "history")
     assert (await client.recv())["message"]["messages"] == []
+
+
+async def test_a_room_name_cannot_forge_log_lines(
+    serve: ServerFactory, fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A room named with a newline and 900 characters, refused and answered: every log line about it
+    is short and on one line."""
+    chat = await start_chat(serve, fake_openai)
+    name = "x\n2026-11-29 CRITICAL cable_server.auth: FORGED" + "A" * 900
+    client = await chat.user(None, subscribe=name)
+    caplog.set_level(logging.INFO, logger="cable_server")
+    await client.perform(room(name), "send_message", user_content="hi", user_id="elsewhere")
+    await client.perform(room(name), "send_message", user_content="q" * 40_000, user_id=name)
+    await client.perform(room(name), "send_message", user_content="hi", user_id=name)
+    await read_answer(client, room(name))
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("cable_server")]
+    assert any("FORGED" in line for line in lines)
+    assert all("\n" not in line and len(line) < 1_000 for line in lines)

@@ -52,7 +52,8 @@ class OddIdentityConnection(Connection):
 
     async def connect(self) -> None:
         kind = self.request.query_params.get("kind")
-        self.current_user = {"empty": "", "dict": {"id": 1}, "model-without-id": User(None, "x")}[kind]  # type: ignore[arg-type]
+        odd: dict[str, object] = {"empty": "", "false": False, "dict": {"id": 1}, "model-without-id": User(None, "x")}  # type: ignore[arg-type]
+        self.current_user = odd[kind]
 
 
 async def serve_chat(serve: ServerFactory, fake: FakeOpenAI, connection: type[Connection]) -> RunningServer:
@@ -86,7 +87,7 @@ async def test_a_user_model_with_a_uuid_id_owns_the_room_of_that_uuid(serve: Ser
     await alice.expect_silence(0.3)
 
 
-@pytest.mark.parametrize("kind", ["empty", "dict", "model-without-id"])
+@pytest.mark.parametrize("kind", ["empty", "false", "dict", "model-without-id"])
 async def test_an_identity_that_names_no_room_refuses_every_subscription(
     serve: ServerFactory, fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture, kind: str
 ) -> None:

@@ -58,6 +58,16 @@ IGNORED: list[tuple[str, str | bytes, str]] = [
         "InvalidCommandData",
     ),
     ("data that is not JSON", command(command="message", identifier=HOSTILE, data="echo"), "InvalidCommandData"),
+    (
+        "data nested 500 deep (Ruby's max_nesting is 100)",
+        command(command="message", identifier=HOSTILE, data='{"action":"echo","x":' + "[" * 500 + "]" * 500 + "}"),
+        "InvalidCommandData",
+    ),
+    (
+        "an identifier nested 101 deep",
+        command(command="subscribe", identifier='{"channel":"EchoChannel","x":' + "[" * 100 + "]" * 100 + "}"),
+        "InvalidIdentifier",
+    ),
     ("data that is a JSON array", command(command="message", identifier=HOSTILE, data='["echo"]'), "InvalidCommandData"),
     ("data nested 100k deep", command(command="message", identifier=HOSTILE, data="[" * 100_000), "InvalidCommandData"),
     (

@@ -13,7 +13,7 @@ import logging
 
 import pytest
 
-from cable_server.backlog import Backlog
+from cable_server.backlog import Backlog, HistoryGone
 from cable_server.llm.history import MemoryHistory
 from cable_server.llm.replay import MemoryFrameStore
 from cable_server.testing import FakeOpenAI, Reply
@@ -105,3 +105,44 @@ def test_the_backlog_records_at_most_max_streams() -> None:
     backlog.record("s20", "payload")  # used: now the most recent
     assert backlog.track("s30") == ["s21"]
     assert backlog.tracked("s20")
+
+
+def test_the_backlog_holds_at_most_max_bytes_of_messages() -> None:
+    """Past max_bytes the oldest messages of the least recently used streams go first; a history that
+    needs them is told they are gone, one that does not still gets its messages."""
+    backlog = Backlog(max_bytes=1_000)
+    for stream in ("old", "new"):
+        backlog.track(stream)
+        for _ in range(3):
+            backlog.record(stream, "x" * 300)
+    assert backlog.bytes <= 1_000
+    with pytest.raises(HistoryGone):
+        backlog.after("old", backlog.epoch, 0)
+    assert len(backlog.after("new", backlog.epoch, 0)) == 3
+
+
+async def test_kept_sessions_hold_at_most_recovery_max_bytes(serve: ServerFactory) -> None:
+    """Extended-protocol clients with 100 long identifiers each, opened and closed: the sessions kept
+    for recovery stay within recovery_max_bytes (here 150 kB, two of them), the oldest forgotten first."""
+    server = await serve(recovery_max_bytes=150_000, command_rate=0)
+    sids = []
+    for n in range(5):
+        client = await CableClient.connect(
+            f"{server.url}?user=u{n}", origin=server.origin, subprotocols=("actioncable-v1-ext-json",), welcome=False
+        )
+        sids.append((await client.recv())["sid"])
+        for k in range(100):
+            await client.subscribe(ident("EchoChannel", room=f"{k}".ljust(300, "r")))
+        await client.close()
+        async with asyncio.timeout(3):
+            while server.cable.sessions:
+                await asyncio.sleep(0.01)
+    assert 0 < server.cable.recoverable.bytes <= 150_000
+    oldest = await CableClient.connect(
+        f"{server.url}?sid={sids[0]}", origin=server.origin, subprotocols=("actioncable-v1-ext-json",), welcome=False
+    )
+    assert "restored" not in await oldest.recv()
+    newest = await CableClient.connect(
+        f"{server.url}?sid={sids[-1]}", origin=server.origin, subprotocols=("actioncable-v1-ext-json",), welcome=False
+    )
+    assert (await newest.recv())["restored"] is True

@@ -96,6 +96,9 @@ async def test_metrics_are_not_public(serve: ServerFactory) -> None:
         assert (await http.get(server.http_url + "/metrics")).status_code == 401
     assert (await get(server, "/metrics", "wrong")).status_code == 401
     assert (await get(server, "/metrics", "right")).status_code == 200
+    async with httpx.AsyncClient() as http:  # the scheme in any case (RFC 7235)
+        response = await http.get(server.http_url + "/metrics", headers={"Authorization": "bearer right"})
+    assert response.status_code == 200
 
 
 async def test_metrics_count_connections_subscriptions_broadcasts_and_frames(server: RunningServer) -> None:

@@ -13,7 +13,7 @@ plus additive lifecycle keys (see :mod:`cable_server.llm.service`). Beyond the o
 whose answer a subscription may act on:
 
 * identified connection (``identified_by`` set by ``connect``): the room is the user's own,
-  broadcast as ``gpt_chat:<user>`` (what ``stream_for`` names), never ``public_...``, so that no
+  broadcast as ``gpt_chat:<owner>`` (``broadcasting_for`` of it), never ``public_...``, so that no
   anonymous subscription can join it; subscribing to another is rejected and ``user_id`` in the
   data is ignored;
 * anonymous connection: the client names the room when it subscribes, and every action of
@@ -29,6 +29,7 @@ import logging
 import uuid
 from typing import Any
 
+from .. import logs
 from ..channel import Channel
 from ..llm.errors import ErrorCategory, GenerationError
 from ..llm.service import ChatService, error_frame
@@ -60,8 +61,8 @@ class GptChatChannel(Channel):
     ``resume`` and ``history``."""
 
     #: The room's broadcasting, set once subscribed: ``public_<room>`` as in the Rails original on
-    #: an anonymous connection; ``gpt_chat:<owner>`` (what ``stream_for(owner)`` names) on an
-    #: identified one, a name no anonymous subscription can ever join.
+    #: an anonymous connection; ``gpt_chat:<owner>`` (``broadcasting_for`` of the owner's room
+    #: name) on an identified one, a name no anonymous subscription can ever join.
     room: str | None = None
     _room_name: str | None = None  # the room as the client named it (as Ruby prints it)
 
@@ -88,9 +89,9 @@ class GptChatChannel(Channel):
 
     @property
     def identified(self) -> bool:
-        """Whether ``connect`` set any identifier (then rooms are bound to users); an empty string
-        counts as set, so that it is refused rather than taken for anonymous."""
-        return any(value is not None and value is not False for value in self.connection.identifiers.values())
+        """Whether ``connect`` set any identifier (then rooms are bound to users); an empty string or
+        ``False`` counts as set, so that it is refused rather than taken for anonymous."""
+        return any(value is not None for value in self.connection.identifiers.values())
 
     def subscribed(self) -> None:
         if not self.identified:
@@ -100,8 +101,8 @@ class GptChatChannel(Channel):
         owner = self.owner
         if owner is None:
             logger.error(
-                "GptChatChannel refused %.200s: its identifiers give no room (override GptChatChannel.owner)",
-                self.connection.connection_identifier or repr(self.connection.identifiers),
+                "GptChatChannel refused %s: its identifiers give no room (override GptChatChannel.owner)",
+                logs.clip(self.connection.connection_identifier or repr(self.connection.identifiers)),
             )
             self.reject()
             return
@@ -169,7 +170,7 @@ class GptChatChannel(Channel):
     def _requester(self) -> str:
         """Who counts against ``max_generations_per_user``: the identified user (all their tabs
         together), else this one connection."""
-        return self.connection.connection_identifier or f"connection:{self.connection.sid}"
+        return self.connection.connection_identifier or f"connection:{self.connection.log_id}"
 
     def _own_room(self) -> str:
         assert self.room is not None  # actions reach confirmed subscriptions only
@@ -179,7 +180,10 @@ class GptChatChannel(Channel):
         if user_id is None or self.identified or room_name(user_id) == self._room_name:
             return
         logger.warning(
-            "send_message refused: subscription to %s named user_id %.64r", self.room, user_id, extra={"room": self.room}
+            "send_message refused: subscription to %s named user_id %s",
+            logs.clip(self.room),
+            logs.clip(repr(user_id), 64),
+            extra={"room": logs.clip(self.room)},
         )
         raise GenerationError(
             ErrorCategory.FORBIDDEN, "user_id names another room than the one this subscription joined; nothing was sent."

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .. import encoding
+from .. import encoding, logs
 from ..limits import LimitKind
 from ..pubsub import RedisBackend
 from ..streams import Listener
@@ -246,8 +246,10 @@ class ChatService:
         holder = await self.claims.holder(room)
         if holder is None or message_id not in (None, holder):
             return False
-        await self.server.broadcast(control_stream(room), {"stop": holder, "reason": reason})
-        for _ in range(100):  # until its claim is released: the answer ended (5 s at most)
+        request = {"stop": holder, "reason": reason}
+        for attempt in range(100):  # until its claim is released: the answer ended (5 s at most)
+            if attempt % 4 == 0:  # sent again: one sent before that process listened is lost
+                await self.server.broadcast(control_stream(room), request)
             await asyncio.sleep(0.05)
             if await self.claims.holder(room) != holder:
                 break
@@ -265,6 +267,7 @@ class ChatService:
 
     def _limit_hit(self, kind: LimitKind, room: str, detail: str) -> None:
         self.server.metrics.limit_hit(kind)
+        room = logs.clip(room)  # a client named it
         logger.warning("generation refused in %s (%s): %s", room, kind.value, detail, extra={"limit": kind.value, "room": room})
 
     # --- who listens ----------------------------------------------------------------------
@@ -304,7 +307,7 @@ class ChatService:
             if isinstance(backend, RedisBackend):
                 elsewhere = await self.claims.subscribers(backend.redis_channel(room)) - (room in self.server.router)
         except Exception as exc:
-            logger.warning("cannot tell whether %s has subscribers elsewhere (%s): ending its answer", room, exc)
+            logger.warning("cannot tell whether %s has subscribers elsewhere (%s): ending its answer", logs.clip(room), exc)
             elsewhere = 0
         finally:
             self._checks.discard(asyncio.current_task())
@@ -431,7 +434,7 @@ class ChatService:
         logger.info(
             "generation %s room=%s model=%s outcome=%s ttft=%s chunks=%d tokens/s=%s finish=%s usage=%s",
             generation.message_id,
-            generation.room,
+            logs.clip(generation.room),
             self.model.name,
             outcome,
             ttft,
