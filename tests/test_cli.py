@@ -43,6 +43,8 @@ def test_help_lists_every_option() -> None:
         "--max-connections-per-address",
         "--ssl-certfile",
         "--ssl-keyfile",
+        "--ssl-keyfile-password",
+        "--metrics-secret",
     ):
         assert option in result.stdout
 
