@@ -115,11 +115,11 @@ class GptChatChannel(Channel):
             return
         self._room_name, self.room = room, broadcasting
         self.stream_from(broadcasting)
-        self.chat.joined(self.room)
+        self.chat.listeners.joined(self.room)
 
     def unsubscribed(self) -> None:
         if self.room is not None:
-            self.chat.left(self.room)
+            self.chat.listeners.left(self.room)
 
     async def send_message(self, data: dict[str, Any]) -> None:
         """Answer ``user_content`` into this subscription's room.

@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 from .. import encoding, logs
 from ..limits import LimitKind
-from ..pubsub import RedisBackend
 from ..streams import Listener
 from .claims import Claims, LocalClaims, RedisClaims, control_stream
 from .errors import ErrorCategory, GenerationError, classify
 from .history import HistoryStore, MemoryHistory, RedisHistory
+from .listeners import RoomListeners
 from .models import ChatModel, Message, model_for
 from .pool import GenerationPool
 from .replay import FrameStore, MemoryFrameStore, RedisFrameStore, Replay
@@ -156,9 +156,8 @@ class ChatService:
         self.active: dict[str, Generation] = {}
         self._per_requester: collections.Counter[str] = collections.Counter()
         self._metrics = server.metrics.generations
-        self._listeners: collections.Counter[str] = collections.Counter()
-        self._orphan_timers: dict[str, asyncio.TimerHandle] = {}
-        self._checks: set[asyncio.Future[None]] = set()  # orphan checks under way
+        #: Who listens where; ends the answers nobody hears any more (see :mod:`.listeners`).
+        self.listeners = RoomListeners(self)
 
     @classmethod
     def install(cls, server: CableServer, settings: ChatSettings | None = None, **options: Any) -> ChatService:
@@ -270,61 +269,9 @@ class ChatService:
         room = logs.clip(room)  # a client named it
         logger.warning("generation refused in %s (%s): %s", room, kind.value, detail, extra={"limit": kind.value, "room": room})
 
-    # --- who listens ----------------------------------------------------------------------
-
-    def joined(self, room: str) -> None:
-        """A subscriber joined ``room``: a pending orphan cancellation of its generation is called off."""
-        self._listeners[room] += 1
-        timer = self._orphan_timers.pop(room, None)
-        if timer is not None:
-            timer.cancel()
-
-    def left(self, room: str) -> None:
-        """A subscriber left; with none left, the room's generation ends (after the grace period)."""
-        self._listeners[room] -= 1
-        if self._listeners[room] > 0:
-            return
-        del self._listeners[room]
-        if room not in self.active:
-            return
-        if self.settings.orphan_grace <= 0:
-            self._abandon(room)
-        elif room not in self._orphan_timers:
-            self._orphan_timers[room] = asyncio.get_running_loop().call_later(self.settings.orphan_grace, self._abandon, room)
-
-    def _abandon(self, room: str) -> None:
-        self._orphan_timers.pop(room, None)
-        generation = self.active.get(room)
-        if self._listeners[room] <= 0 and generation is not None and generation.task is not None:
-            self._checks.add(asyncio.ensure_future(self._abandon_unless_heard_elsewhere(room, generation)))
-
-    async def _abandon_unless_heard_elsewhere(self, room: str, generation: Generation) -> None:
-        """Cancel an answer nobody listens to here, unless another process still has subscribers
-        of the room (then look again after the grace period)."""
-        try:
-            backend = self.server.router.backend
-            elsewhere = 0
-            if isinstance(backend, RedisBackend):
-                elsewhere = await self.claims.subscribers(backend.redis_channel(room)) - (room in self.server.router)
-        except Exception as exc:
-            logger.warning("cannot tell whether %s has subscribers elsewhere (%s): ending its answer", logs.clip(room), exc)
-            elsewhere = 0
-        finally:
-            self._checks.discard(asyncio.current_task())
-        if self._listeners[room] > 0 or self.active.get(room) is not generation:
-            return
-        if elsewhere > 0:
-            self._orphan_timers[room] = asyncio.get_running_loop().call_later(self.settings.orphan_grace, self._abandon, room)
-        else:
-            generation.cancel("no_subscribers")
-
     async def close(self) -> None:
         """Cancel every generation (closing its upstream stream), then the model's client."""
-        for timer in self._orphan_timers.values():
-            timer.cancel()
-        self._orphan_timers.clear()
-        for check in self._checks:
-            check.cancel()
+        self.listeners.close()
         await asyncio.gather(*(self.stop(room, reason="shutdown") for room in list(self.active)))
         await self.model.close()
         await self.claims.close()
