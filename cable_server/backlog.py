@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import secrets
+import sys
 import time
 from collections.abc import Container
 from dataclasses import dataclass, field
@@ -36,7 +37,8 @@ class Backlog:
     def __init__(self, *, limit: int = 100, ttl: float = 300.0, max_streams: int = 20_000, max_bytes: int = 64 << 20) -> None:
         self.limit = limit
         self.ttl = ttl
-        #: Bytes of messages kept in all; past it the oldest messages of the least recently used
+        #: Memory of the messages kept in all (``sys.getsizeof``: non-ASCII text counts at its real
+        #: size); past it the oldest messages of the least recently used
         #: streams go first (a ``history`` that needs them is told they are gone).
         self.max_bytes = max_bytes
         self.bytes = 0
@@ -59,7 +61,7 @@ class Backlog:
         forgotten = []
         while len(self._streams) > self.max_streams:
             stream, dropped = self._streams.popitem(last=False)
-            self.bytes -= sum(len(payload) for _, _, payload in dropped.messages)
+            self.bytes -= sum(sys.getsizeof(payload) for _, _, payload in dropped.messages)
             forgotten.append(stream)
         return forgotten
 
@@ -77,9 +79,9 @@ class Backlog:
         entry.touched = time.monotonic()
         self._streams.move_to_end(stream)
         entry.messages.append((offset, time.time(), payload))
-        self.bytes += len(payload)
+        self.bytes += sys.getsizeof(payload)
         if len(entry.messages) > self.limit:
-            self.bytes -= len(entry.messages.popleft()[2])
+            self.bytes -= sys.getsizeof(entry.messages.popleft()[2])
         if self.bytes > self.max_bytes:
             self._shed()
         return offset
@@ -87,7 +89,7 @@ class Backlog:
     def _shed(self) -> None:
         for entry in self._streams.values():  # least recently used first
             while entry.messages and self.bytes > self.max_bytes:
-                self.bytes -= len(entry.messages.popleft()[2])
+                self.bytes -= sys.getsizeof(entry.messages.popleft()[2])
             if self.bytes <= self.max_bytes:
                 return
 
@@ -112,5 +114,5 @@ class Backlog:
         limit = time.monotonic() - self.ttl
         expired = [s for s, entry in self._streams.items() if entry.touched < limit and s not in live]
         for stream in expired:
-            self.bytes -= sum(len(payload) for _, _, payload in self._streams.pop(stream).messages)
+            self.bytes -= sum(sys.getsizeof(payload) for _, _, payload in self._streams.pop(stream).messages)
         return expired

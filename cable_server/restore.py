@@ -17,11 +17,12 @@ from __future__ import annotations
 import collections
 import functools
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import encoding
+from . import encoding, logs
 from .errors import PubSubError
 from .streams import Listener
 
@@ -37,8 +38,9 @@ logger = logging.getLogger("cable_server.restore")
 class Snapshot:
     #: ``identified_by`` name -> value of the closed connection.
     identifiers: dict[str, Any]
-    #: (identifier string, decoded params) of each live subscription, in subscription order.
-    subscriptions: list[tuple[str, dict[str, Any]]]
+    #: The identifier of each live subscription, in subscription order (decoded again when
+    #: restored: the strings are all that is kept).
+    subscriptions: list[str]
     #: The connection identifier (``""``: anonymous), whose remote disconnect revokes the snapshot.
     identity: str = ""
     #: ``time.monotonic()`` when ``connect`` authenticated the chain of sessions this one ends.
@@ -52,12 +54,12 @@ class _Kept:
     snapshot: Snapshot
     #: ``time.monotonic()`` after which it is forgotten.
     deadline: float
-    #: Roughly what it holds, for ``recovery_max_bytes``: its identifiers and a little per subscription.
+    #: What it holds, for ``recovery_max_bytes``: its identifiers' memory and a little more.
     size: int = 0
 
 
 def _size(snapshot: Snapshot) -> int:
-    return 256 + sum(2 * len(identifier) + 64 for identifier, _ in snapshot.subscriptions)
+    return 256 + sum(sys.getsizeof(identifier) + 8 for identifier in snapshot.subscriptions)
 
 
 class SessionCache:
@@ -91,7 +93,9 @@ class SessionCache:
             try:
                 await self._server.router.add(self._server.internal_channel(identity), listener)
             except PubSubError as exc:
-                logger.warning("session %s not kept for recovery: cannot listen for remote disconnects (%s)", sid, exc)
+                logger.warning(
+                    "a session of %s not kept for recovery: cannot listen for remote disconnects (%s)", logs.clip(identity), exc
+                )
                 self._unwatch(identity)
                 return
         kept = self._kept[sid] = _Kept(snapshot, deadline, _size(snapshot))

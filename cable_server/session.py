@@ -37,6 +37,7 @@ from .protocol import (
     Subscribe,
     Unsubscribe,
     disconnect_frame,
+    parse_identifier,
 )
 from .restore import Snapshot
 from .streams import Listener
@@ -267,7 +268,7 @@ class Session:
             self.server.metrics.errors["application"] += 1
             self._close(_INTERNAL_ERROR)
             return False
-        restored_ids = [identifier for identifier, _ in restored.subscriptions] if restored else None
+        restored_ids = restored.subscriptions if restored else None
         welcome, buffered = self.protocol.accept(sid=self.sid, restored_ids=restored_ids)
         self.server.sessions.add(self)  # from now on a restart reaches it
         identifier = self.connection.connection_identifier
@@ -285,8 +286,8 @@ class Session:
                 return False
         self.send(welcome)
         logger.info("%s: %s %s", self.peer, "restored" if restored else "connected", logs.clip(identifier or "(anonymous)"))
-        for subscription, params in restored.subscriptions if restored else ():
-            await self._execute(Subscribe(subscription, params), confirm=False)
+        for subscription in restored.subscriptions if restored else ():
+            await self._execute(Subscribe(subscription, parse_identifier(subscription)), confirm=False)
         for event in buffered:
             if self._admit():
                 await self._execute(event)

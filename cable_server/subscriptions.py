@@ -9,7 +9,7 @@ failed ``subscribed``: ``reject_subscription`` by default, so the client stops r
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import logs
 from .backlog import HistoryGone
@@ -45,9 +45,9 @@ class Subscriptions:
         """The subscribed identifiers, in subscription order."""
         return list(self._channels)
 
-    def snapshot(self) -> list[tuple[str, dict[str, Any]]]:
-        """(identifier, params) of every subscription, for session recovery."""
-        return [(identifier, channel.params) for identifier, channel in self._channels.items()]
+    def snapshot(self) -> list[str]:
+        """The identifier of every subscription, for session recovery."""
+        return list(self._channels)
 
     async def add(self, command: Subscribe, *, confirm: bool = True) -> None:
         """Subscribe; a second subscribe for a live identifier is ignored (never confirmed twice).

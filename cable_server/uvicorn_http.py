@@ -4,11 +4,15 @@ uvicorn gives h11 a cap on an incomplete request (16 KiB) but httptools none, an
 deadline for the head: one client sending a header line with no end grew a server by hundreds
 of MB, and a thousand half-sent upgrade requests were all still held 90 s later. Every
 WebSocket of the cable starts as an HTTP request, so :func:`guarded_protocol` wraps whichever
-parser uvicorn would use: a head (request line and headers) over ``max_bytes`` gets ``431`` and
-a close, one not complete within ``timeout`` seconds a close. A head is found complete by its
-blank line, independently of the parser; once the response is sent and the request's body
-read, the next head on a keep-alive connection is bounded the same way (a connection idle
-between requests is left to uvicorn's keep-alive timeout).
+parser uvicorn would use: a head over ``max_bytes`` gets ``431`` and a close, one not complete
+within ``timeout`` seconds a close.
+
+Where a head starts and ends is the parser's word, not a guess from the bytes: httptools'
+callbacks (``on_message_begin``, ``on_headers_complete``; a header after that is a chunked
+body's trailer, bounded with the head), h11's state (``IDLE`` until a whole request head was
+read, trailers bounded by h11 itself). Bytes are counted per read while a head is being read,
+so pipelined requests and trailers are bounded too. A request whose body the app did not read
+(or that never ends) is not kept alive: the connection is closed shortly after the response.
 """
 
 from __future__ import annotations
@@ -28,35 +32,30 @@ _TOO_LARGE: Final = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
     b"content-length: 32\r\nconnection: close\r\n\r\nRequest header fields too large\n"
 )
-
-
-#: What ends a request head: a blank line (CRLF, or the bare LF that lenient parsers accept).
-_HEAD_ENDS: Final = (b"\r\n\r\n", b"\n\n", b"\n\r\n")
-#: Seconds a refused connection is still read (and dropped) before it is closed.
+#: Seconds a connection being closed is still read (and what it sends dropped): closing a socket
+#: with unread data sends a reset, and the client could lose the answer.
 _LINGER: Final = 1.0
 
 
-def _default_parser() -> type[asyncio.Protocol]:
+def _httptools() -> type[asyncio.Protocol] | None:
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     except ImportError:  # httptools is the speedups extra
-        return H11Protocol
+        return None
     return HttpToolsProtocol
 
 
 def guarded_protocol(max_bytes: int, timeout: float, base: type[asyncio.Protocol] | None = None) -> type[asyncio.Protocol]:
     """``base`` (httptools' protocol when installed, else h11's) with each request head bounded."""
-    parent: Any = base or _default_parser()
+    parent: Any = base or _httptools() or H11Protocol
 
     class Guarded(parent):  # type: ignore[misc]
         _head_bytes = 0
-        _began = False
-        _tail = b""
         _head_timer: asyncio.TimerHandle | None = None
+        _in_head = False  # reading a head (or trailers): its bytes count
+        _in_message = False  # a request not yet read to its end
         _had_head = False
-        _refused = False
-        _in_message = False
-        _arm_after_body = False
+        _closing = False
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)
@@ -67,60 +66,70 @@ def guarded_protocol(max_bytes: int, timeout: float, base: type[asyncio.Protocol
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            if self._refused:
-                return  # read and dropped until the close: the 431 is not lost to a reset
-            if self._head_timer is not None:
-                if self._head_complete(data):
-                    self._disarm()
-                    self._had_head = True
-                else:
-                    self._head_bytes += len(data)
-                    if self._head_bytes > max_bytes:
-                        self._refuse()
-                        return
+            if self._closing:
+                return  # read and dropped until the close
+            if self._in_head or (self._head_timer is not None and self._h11_idle()):
+                self._head_bytes += len(data)
+                if self._head_bytes > max_bytes:
+                    self._refuse()
+                    return
             super().data_received(data)
-
-        def _head_complete(self, data: bytes) -> bool:
-            """Whether ``data`` ends the head: a blank line after the request line began (parsers
-            skip empty lines before a request line, so those end nothing)."""
-            if not self._began:
-                data = data.lstrip(b"\r\n")
-                if not data:
-                    return False
-                self._began = True
-            window = self._tail + data
-            self._tail = window[-3:]
-            return any(end in window for end in _HEAD_ENDS)
+            if self._head_timer is not None and self._h11_idle() is False:
+                self._head_read()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            if self.transport.is_closing():
+            if self.transport.is_closing() or self._closing:
                 return
-            if self._body_pending():  # its rest is no head: bound the next head once it is read
-                self._arm_after_body = True
-            else:
+            if self._body_pending():  # not read by the app, maybe endless: not kept alive
+                self._linger_close()
+            elif not self._in_head:
+                self._arm()  # the next head, when it comes (idle until then: uvicorn's keep-alive)
+
+        # httptools' parser callbacks (h11 has none of these: _h11_idle() tells instead)
+
+        def on_message_begin(self) -> None:
+            self._in_message = self._in_head = True
+            self._head_bytes = 0
+            if self._head_timer is None:
                 self._arm()
+            super().on_message_begin()
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            if not self._in_head:  # after the head: a trailer, bounded with it
+                self._in_head = True
+            super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            self._head_read()
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self._in_message = self._in_head = False
+            super().on_message_complete()
+
+        # ---
+
+        def _head_read(self) -> None:
+            self._in_head = False
+            self._had_head = True
+            self._disarm()
+
+        def _h11_idle(self) -> bool | None:
+            """h11: whether no request head was read yet; ``None`` with httptools."""
+            conn = getattr(self, "conn", None)
+            return conn.their_state is h11.IDLE if conn is not None else None
 
         def _body_pending(self) -> bool:
-            conn = getattr(self, "conn", None)  # h11's connection state
-            return conn.their_state is h11.SEND_BODY if conn is not None else self._in_message
-
-        if hasattr(parent, "on_message_complete"):  # httptools' parser callbacks
-
-            def on_message_begin(self) -> None:
-                self._in_message = True
-                super().on_message_begin()
-
-            def on_message_complete(self) -> None:
-                self._in_message = False
-                super().on_message_complete()
-                if self._arm_after_body and not self.transport.is_closing():
-                    self._arm()
+            """Whether the request just answered still has body to come (not a pipelined next one)."""
+            conn = getattr(self, "conn", None)
+            if conn is not None:
+                return conn.their_state is h11.SEND_BODY
+            return self._in_message and not self._in_head and not self.pipeline
 
         def _arm(self) -> None:
             self._disarm()
-            self._arm_after_body = False
-            self._head_bytes, self._tail, self._began = 0, b"", False
+            self._head_bytes = 0
             self._head_timer = asyncio.get_running_loop().call_later(timeout, self._too_slow)
 
         def _disarm(self) -> None:
@@ -129,22 +138,22 @@ def guarded_protocol(max_bytes: int, timeout: float, base: type[asyncio.Protocol
                 self._head_timer = None
 
         def _refuse(self) -> None:
-            """431, then read and drop for a moment before closing: closing a socket with unread
-            data would send a reset, and the client could lose the answer."""
-            self._disarm()
-            self._refused = True
             logger.info("%s: request head over %d bytes: 431 and close", _peer(self.transport), max_bytes)
-            transport = self.transport
-            transport.write(_TOO_LARGE)
-            if transport.can_write_eof():
-                transport.write_eof()
-            asyncio.get_running_loop().call_later(_LINGER, transport.close)
+            self.transport.write(_TOO_LARGE)
+            self._linger_close()
+
+        def _linger_close(self) -> None:
+            self._disarm()
+            self._closing = True
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            asyncio.get_running_loop().call_later(_LINGER, self.transport.close)
 
         def _too_slow(self) -> None:
             self._head_timer = None
             # A first request, or the next one begun: its head is late. Nothing begun after a
             # response (or a pipelined request already read) is uvicorn's keep-alive to time.
-            if self._head_bytes or not self._had_head:
+            if self._head_bytes or self._in_head or not self._had_head:
                 logger.debug("%s: no complete request head in %.0f s: closing", _peer(self.transport), timeout)
                 self.transport.close()
 

@@ -105,3 +105,37 @@ async def test_cable_servers_memory_does_not_follow_a_200_mib_header(launch: Lau
     before = rss_kib(server.process.pid)
     assert (await push_header_line(server.port, 200)).startswith(b"HTTP/1.1 431 ")
     assert rss_kib(server.process.pid) - before < 8 * 1024
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789",
+    ],
+    ids=["pipelined-get", "after-an-unread-body"],
+)
+async def test_a_second_head_in_the_same_read_is_bounded_too(server: RunningServer, first: bytes) -> None:
+    """A complete request and the start of an endless second head sent together: the second is
+    bounded like any head (it grew the server by 120 MB before)."""
+    answer = await push_header_line(server.port, 4, first)
+    assert b"HTTP/1.1 431 " in answer or b"HTTP/1.1 400 " in answer, answer[:200]
+
+
+async def test_endless_chunked_trailers_are_bounded(server: RunningServer) -> None:
+    """Trailers after a chunked body count with the head (an endless stream of them took 1.2 GB)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    answer = asyncio.ensure_future(read_all(reader, 10.0))
+    writer.write(b"POST /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n")
+    try:
+        for _ in range(4 * 16):
+            writer.write(b"X-A: b\r\n" * 8192)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    try:
+        data = await answer
+    finally:
+        writer.close()
+    assert b"HTTP/1.1 431 " in data or b"HTTP/1.1 400 " in data or data.startswith(b"HTTP/1.1 200 "), data[:200]
+    await assert_usable(await server.client("?user=after"))

@@ -110,12 +110,12 @@ def test_the_backlog_records_at_most_max_streams() -> None:
 def test_the_backlog_holds_at_most_max_bytes_of_messages() -> None:
     """Past max_bytes the oldest messages of the least recently used streams go first; a history that
     needs them is told they are gone, one that does not still gets its messages."""
-    backlog = Backlog(max_bytes=1_000)
+    backlog = Backlog(max_bytes=1_100)  # three messages of 300 characters (349 bytes each)
     for stream in ("old", "new"):
         backlog.track(stream)
         for _ in range(3):
             backlog.record(stream, "x" * 300)
-    assert backlog.bytes <= 1_000
+    assert backlog.bytes <= 1_100
     with pytest.raises(HistoryGone):
         backlog.after("old", backlog.epoch, 0)
     assert len(backlog.after("new", backlog.epoch, 0)) == 3
@@ -146,3 +146,14 @@ async def test_kept_sessions_hold_at_most_recovery_max_bytes(serve: ServerFactor
         f"{server.url}?sid={sids[-1]}", origin=server.origin, subprotocols=("actioncable-v1-ext-json",), welcome=False
     )
     assert (await newest.recv())["restored"] is True
+
+
+async def test_the_budgets_count_memory_not_characters() -> None:
+    """Non-ASCII text takes up to 4 bytes a character in memory, and counts so (emoji went 4x over)."""
+    history = MemoryHistory(max_bytes=10_000)
+    await history.append("r", {"role": "user", "content": "😀" * 1000})
+    assert history.bytes >= 4_000
+    backlog = Backlog(max_bytes=10_000)
+    backlog.track("s")
+    backlog.record("s", "😀" * 1000)
+    assert backlog.bytes >= 4_000

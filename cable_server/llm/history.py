@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import collections
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ class MemoryHistory(HistoryStore):
         old = self._rooms.pop(room, None)
         self.bytes -= old.size if old else 0
         kept = trim([*(old.messages if old else ()), *messages], max_messages=self.max_messages, max_tokens=self.max_tokens)
-        turns = self._rooms[room] = _Turns(kept, sum(len(m["content"]) for m in kept), time.monotonic())
+        turns = self._rooms[room] = _Turns(kept, sum(sys.getsizeof(m["content"]) for m in kept), time.monotonic())
         self.bytes += turns.size
         self._expire()
         while self.bytes > self.max_bytes and self._rooms:
@@ -108,7 +109,7 @@ class MemoryHistory(HistoryStore):
 @dataclass(slots=True)
 class _Turns:
     messages: list[Message]
-    #: Characters of content, what the global bound counts.
+    #: Memory of its texts (``sys.getsizeof``), what the global bound counts.
     size: int
     written: float
 

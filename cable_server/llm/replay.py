@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import collections
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,7 +125,7 @@ class MemoryFrameStore(FrameStore):
 
 def _cost(frame: Frame) -> int:
     content = frame.get("content")
-    return _FRAME_COST + (len(content) if isinstance(content, str) else 0)
+    return _FRAME_COST + (sys.getsizeof(content) if isinstance(content, str) else 0)
 
 
 def _text(value: bytes | str) -> str:

@@ -199,7 +199,9 @@ class ChatService:
         if running is not None:
             raise _busy(running.message_id)
         if requester is not None and self._per_requester[requester] >= settings.max_generations_per_user:
-            self._limit_hit(LimitKind.GENERATIONS_PER_USER, room, f"{requester} has {self._per_requester[requester]} running")
+            self._limit_hit(
+                LimitKind.GENERATIONS_PER_USER, room, f"{logs.clip(requester)} has {self._per_requester[requester]} running"
+            )
             raise GenerationError(
                 ErrorCategory.BUSY, f"You have {settings.max_generations_per_user} answers being written; stop one or wait."
             )
