@@ -113,9 +113,9 @@ class GptChatChannel(Channel):
         if room is None:
             self.reject()
             return
+        self.stream_from(broadcasting)  # may raise (a room name over max_stream_name_length): not joined then
         self._room_name, self.room = room, broadcasting
-        self.stream_from(broadcasting)
-        self.chat.listeners.joined(self.room)
+        self.chat.listeners.joined(broadcasting)
 
     def unsubscribed(self) -> None:
         if self.room is not None:
