@@ -73,14 +73,16 @@ _FRAME_COST = 64
 
 
 class MemoryFrameStore(FrameStore):
-    """In-process frames, for a single server process; at most ``max_bytes`` in all (the oldest
-    generations are dropped first, and a resume that needs them is ``expired``)."""
+    """In-process frames, for a single server process; at most ``max_bytes`` in all (the
+    generations written least recently are dropped first, and a resume that needs them is ``expired``)."""
 
     def __init__(self, *, ttl: float = 300.0, max_frames: int = 20_000, max_bytes: int = 64 << 20) -> None:
         super().__init__(ttl=ttl, max_frames=max_frames)
         self.max_bytes = max_bytes
         self.bytes = 0
-        self._generations: dict[str, _Kept] = {}  # oldest first
+        #: Least recently written first: every append moves its generation to the end, so the
+        #: expired ones (one TTL for all) are always at the front and expiring is O(expired).
+        self._generations: collections.OrderedDict[str, _Kept] = collections.OrderedDict()
         self._latest: dict[str, str] = {}
 
     def __len__(self) -> int:
@@ -94,6 +96,8 @@ class MemoryFrameStore(FrameStore):
             self._expire(now)
             kept = self._generations[message_id] = _Kept(room, collections.deque(maxlen=self.max_frames))
             self._latest[room] = message_id
+        else:
+            self._generations.move_to_end(message_id)
         if len(kept.frames) == kept.frames.maxlen:
             kept.size -= _cost(kept.frames[0])
             self.bytes -= _cost(kept.frames[0])
@@ -113,7 +117,11 @@ class MemoryFrameStore(FrameStore):
         return _after(list(kept.frames), after_seq, message_id)
 
     def _expire(self, now: float) -> None:
-        for message_id in [m for m, kept in self._generations.items() if kept.expires < now]:
+        generations = self._generations
+        while generations:
+            message_id, kept = next(iter(generations.items()))
+            if kept.expires >= now:
+                break
             self._forget(message_id)
 
     def _forget(self, message_id: str) -> None:

@@ -29,6 +29,7 @@ from .. import encoding, logs
 from ..limits import LimitKind
 from ..streams import Listener
 from .claims import Claims, LocalClaims, RedisClaims, control_stream
+from .deadline import deadline
 from .errors import ErrorCategory, GenerationError, classify
 from .history import HistoryStore, MemoryHistory, RedisHistory
 from .listeners import RoomListeners
@@ -343,22 +344,18 @@ class ChatService:
     async def _stream(self, generation: Generation, messages: Sequence[Message], stats: _Stats) -> None:
         """Relay the model's deltas as ``delta`` frames, under the first-token and stall deadlines."""
         settings = self.settings
-        async with contextlib.aclosing(self.model.stream(messages)) as deltas:
-            while True:
-                if stats.first_token is None:
-                    wait = stats.requested + settings.first_token_timeout - time.monotonic()
-                else:
-                    wait = settings.stall_timeout
-                async with asyncio.timeout(max(wait, 0.0)):
-                    delta = await anext(deltas, None)
-                if delta is None:
-                    break
+        first_token_in = stats.requested + settings.first_token_timeout - time.monotonic()
+        async with contextlib.aclosing(self.model.stream(messages)) as deltas, deadline(first_token_in) as timer:
+            async for delta in deltas:
                 if delta.content:
                     if stats.first_token is None:
                         stats.first_token = time.monotonic()
+                    timer.in_(settings.stall_timeout)
                     stats.chunks += 1
                     generation.text.append(delta.content)
                     await self._emit(generation, "delta", delta.content)
+                elif stats.first_token is not None:
+                    timer.in_(settings.stall_timeout)
                 stats.finish_reason = delta.finish_reason or stats.finish_reason
                 stats.usage = delta.usage or stats.usage
         if stats.finish_reason is None:

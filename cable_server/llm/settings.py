@@ -39,6 +39,12 @@ class ChatSettings:
     stall_timeout: float = 30.0
     #: The SDK's retries, which happen only before the first token.
     max_retries: int = 2
+    #: The SDK's HTTP transport: ``aiohttp`` (its ``DefaultAioHttpClient``: about half the CPU
+    #: per streamed chunk) or ``httpx`` (its default client).
+    http_client: str = "aiohttp"
+    #: Connections to the provider kept open at most (streaming answers each hold one, and
+    #: idle ones are kept for the next request); 0: as many as ``max_concurrent``.
+    http_max_connections: int = 0
     #: Generations streaming at once in this process; more wait in a fair queue.
     max_concurrent: int = 64
     #: Requests allowed to wait for a free slot; beyond it they fail as ``overloaded``.
