@@ -31,7 +31,7 @@ __all__ = ["ChatModel", "Delta", "Message", "OfflineModel", "OpenAIModel", "mode
 Message = dict[str, str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delta:
     """One upstream chunk, reduced to what the channel uses."""
 
@@ -65,7 +65,9 @@ class OpenAIModel(ChatModel):
             api_key=settings.api_key or "unused",
             base_url=settings.base_url,
             max_retries=settings.max_retries,
-            timeout=openai.Timeout(max(settings.first_token_timeout, settings.stall_timeout), connect=10.0),
+            # No read timeout: the service's deadline (first token, then stall) covers the whole
+            # request, and aiohttp would otherwise re-arm a timer on every chunk it reads.
+            timeout=openai.Timeout(None, connect=10.0),
             http_client=_http_client(settings),
         )
 
