@@ -16,9 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 
-from . import encoding
+from . import encoding, redis_client
 from .errors import PubSubError
 from .naming import connection_identifier
 
@@ -46,7 +45,7 @@ class Broadcaster(_Format):
 
     def __init__(self, url: str, *, channel_prefix: str | None = None) -> None:
         super().__init__(channel_prefix)
-        self._redis = aioredis.Redis.from_url(url, socket_connect_timeout=5)
+        self._redis = redis_client.connect(url)
 
     async def broadcast(self, broadcasting: str, message: Any) -> int:
         """Send ``message`` to every subscriber of ``broadcasting``; returns how many server

@@ -17,7 +17,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import redis.asyncio as aioredis
+from ..redis_client import connect
 
 __all__ = ["Claims", "LocalClaims", "RedisClaims", "control_stream"]
 
@@ -82,7 +82,7 @@ class RedisClaims(Claims):
     at a time, renewed every third of it while the answer runs."""
 
     def __init__(self, url: str, *, prefix: str | None = None, lease: float = 30.0) -> None:
-        self.redis = aioredis.Redis.from_url(url, socket_connect_timeout=5)
+        self.redis = connect(url)
         self.prefix = f"{prefix}:cable_claim:" if prefix else "cable_claim:"
         self.lease_ms = max(1, round(lease * 1000))
 

@@ -6,8 +6,9 @@ import enum
 import json
 
 import openai
+from redis.exceptions import RedisError
 
-from ..errors import CableError
+from ..errors import CableError, PubSubError
 
 __all__ = ["ErrorCategory", "GenerationError", "classify"]
 
@@ -38,6 +39,8 @@ class ErrorCategory(enum.StrEnum):
     STALLED = "stalled"
     #: The connection to the provider failed or was cut.
     CONNECTION = "connection"
+    #: The store or pub/sub the processes share (Redis) failed: the answer could not go on.
+    UNAVAILABLE = "unavailable"
     #: The provider sent something that is not a valid chat completion stream.
     PROTOCOL = "protocol"
     #: A bug on our side.
@@ -94,6 +97,8 @@ def classify(error: BaseException, *, started: bool) -> GenerationError:
         return GenerationError(ErrorCategory.CONNECTION, "The connection to the model provider failed or was cut.")
     if isinstance(error, openai.APIError):  # an error event inside the stream
         return GenerationError(ErrorCategory.UPSTREAM, f"The model provider reported an error: {error.message}")
+    if isinstance(error, RedisError | PubSubError):
+        return GenerationError(ErrorCategory.UNAVAILABLE, "The chat lost its connection to its shared store; try again.")
     if isinstance(error, json.JSONDecodeError):  # an event whose data is not JSON
         return GenerationError(ErrorCategory.PROTOCOL, "The model provider sent a malformed stream.")
     return GenerationError(ErrorCategory.INTERNAL, "The answer failed because of an internal error.")

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
-import redis.asyncio as aioredis
 
+from ..redis_client import connect
 from .models import Message
 
 __all__ = ["HistoryStore", "MemoryHistory", "RedisHistory", "estimate_tokens", "trim"]
@@ -123,7 +123,7 @@ class RedisHistory(HistoryStore):
     def __init__(
         self, url: str, *, prefix: str | None = None, max_messages: int = 20, max_tokens: int = 4_000, ttl: int = 7 * 86_400
     ) -> None:
-        self.redis = aioredis.Redis.from_url(url, socket_connect_timeout=5)
+        self.redis = connect(url)
         self.prefix = f"{prefix}:cable_chat:" if prefix else "cable_chat:"
         self.max_messages = max_messages
         self.max_tokens = max_tokens

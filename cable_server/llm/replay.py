@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import abc
 import collections
+import math
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
+
+from ..redis_client import GroupCommit, connect
 
 __all__ = ["FrameStore", "MemoryFrameStore", "RedisFrameStore", "Replay"]
 
@@ -136,6 +138,10 @@ def _cost(frame: Frame) -> int:
     return _FRAME_COST + (sys.getsizeof(content) if isinstance(content, str) else 0)
 
 
+#: The events that end a generation: its frames stop coming after one of them.
+_LAST_EVENTS = frozenset({"done", "stopped", "error"})
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -149,19 +155,35 @@ class RedisFrameStore(FrameStore):
 
     def __init__(self, url: str, *, prefix: str | None = None, ttl: float = 300.0, max_frames: int = 20_000) -> None:
         super().__init__(ttl=ttl, max_frames=max_frames)
-        self.redis = aioredis.Redis.from_url(url, socket_connect_timeout=5)
+        self.redis = connect(url)
         self.prefix = f"{prefix}:cable_frames:" if prefix else "cable_frames:"
+        self._writes = GroupCommit(self.redis)
+        #: When each running generation's keys were last given a new TTL.
+        self._refreshed: dict[str, float] = {}
 
     async def append(self, room: str, frame: Frame) -> None:
-        key = self.prefix + frame["message_id"]
-        ttl = max(1, round(self.ttl))
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, orjson.dumps(frame))
-            pipe.ltrim(key, -self.max_frames, -1)
-            pipe.expire(key, ttl)
-            pipe.set(f"{self.prefix}room:{room}", frame["message_id"], ex=ttl)
-            pipe.set(f"{self.prefix}owner:{frame['message_id']}", room, ex=ttl)
-            await pipe.execute()
+        message_id = frame["message_id"]
+        key = self.prefix + message_id
+        commands: list[tuple[Any, ...]] = [("RPUSH", key, orjson.dumps(frame))]
+        if frame["seq"] >= self.max_frames:
+            commands.append(("LTRIM", key, -self.max_frames, -1))
+        # The keys live ``ttl`` after the last frame. Setting that on every frame was four more
+        # commands per token; it is done on the first and the last frame, and in between often
+        # enough (a quarter of the TTL) that a long answer never loses its beginning.
+        now = time.monotonic()
+        last = frame.get("event") in _LAST_EVENTS
+        if last or now - self._refreshed.get(message_id, -math.inf) > self.ttl / 4:
+            ttl = max(1, round(self.ttl))
+            commands += [
+                ("EXPIRE", key, ttl),
+                ("SET", f"{self.prefix}room:{room}", message_id, "EX", ttl),
+                ("SET", f"{self.prefix}owner:{message_id}", room, "EX", ttl),
+            ]
+            if last:
+                self._refreshed.pop(message_id, None)
+            else:
+                self._refreshed[message_id] = now
+        await self._writes.execute(*commands)
 
     async def replay(self, room: str, message_id: str | None, after_seq: int) -> Replay | None:
         if message_id is None:
@@ -176,4 +198,5 @@ class RedisFrameStore(FrameStore):
         return _after(frames, after_seq, message_id)
 
     async def close(self) -> None:
+        await self._writes.close()
         await self.redis.aclose()

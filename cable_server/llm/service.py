@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import RedisError
+
 from .. import encoding, logs
 from ..limits import LimitKind
 from ..streams import Listener
@@ -37,6 +39,7 @@ from .models import ChatModel, Message, model_for
 from .pool import GenerationPool
 from .replay import FrameStore, MemoryFrameStore, RedisFrameStore, Replay
 from .settings import ChatSettings
+from .stats import GenerationStats
 
 if TYPE_CHECKING:
     from ..server import CableServer
@@ -46,6 +49,8 @@ __all__ = ["ChatService", "Generation", "error_frame"]
 logger = logging.getLogger("cable_server.llm")
 
 _EXTENSION = "gpt_chat"
+#: Seconds each step of sending an answer's last frame may take (storing it, publishing it).
+_LAST_FRAME_TIMEOUT = 5.0
 
 
 def error_frame(error: GenerationError, **fields: Any) -> dict[str, Any]:
@@ -98,23 +103,20 @@ class Generation:
             if self.running:
                 self.task.cancel()
 
+    def raise_if_cancelled(self) -> None:
+        """Raise ``CancelledError`` if :meth:`cancel` was called.
+
+        ``task.cancel()`` alone is not enough: on uvloop, redis-py sometimes catches the
+        ``CancelledError`` thrown into a command it is awaiting and carries on (seen in about one
+        cancellation in six landing there), so the generation checks at its next steps too.
+        """
+        if self.cancel_reason is not None:
+            raise asyncio.CancelledError
+
     @property
     def answer(self) -> str:
         """The text streamed so far."""
         return "".join(self.text)
-
-
-@dataclass
-class _Stats:
-    """What one generation's log line reports."""
-
-    #: When send_message came in; ``requested``: when the upstream request went out (after the queue).
-    received: float = field(default_factory=time.monotonic)
-    requested: float = field(default_factory=time.monotonic)
-    first_token: float | None = None
-    chunks: int = 0
-    finish_reason: str | None = None
-    usage: dict[str, Any] | None = None
 
 
 class ChatService:
@@ -213,6 +215,10 @@ class ChatService:
         self._track(generation)  # before the claim is awaited: a second request meanwhile is busy here
         try:
             elsewhere = await self.claims.claim(room, generation.message_id)
+        except Exception as exc:
+            self._untrack(generation)
+            logger.warning("generation refused in %s: cannot claim the room (%s)", logs.clip(room), exc)
+            raise classify(exc, started=False) from exc
         except BaseException:
             self._untrack(generation)
             raise
@@ -285,29 +291,62 @@ class ChatService:
 
     async def _emit(self, generation: Generation, event: str, content: str = "", **fields: Any) -> None:
         frame = {"content": content, "event": event, "message_id": generation.message_id, "seq": generation.seq, **fields}
-        generation.seq += 1
         await self.frames.append(generation.room, frame)  # kept before it is sent: a resume never misses it
+        generation.seq += 1  # only now: a frame that could not be kept is sent by no one, and leaves no gap
         await self.server.broadcast(generation.room, frame)
 
-    async def _run(self, generation: Generation, question: Message, system: str | None) -> None:
-        async with self.claims.held(generation.room, generation.message_id):
-            await self._generate(generation, question, system)
+    async def _end(self, generation: Generation, event: str, **fields: Any) -> None:
+        """The frame that ends an answer (``done``, ``stopped``, ``error``): it reaches this
+        process's subscribers of the room whatever fails. Kept for resume and published as
+        usual when possible (each step bounded in time); published through nothing when the
+        pub/sub fails, but delivered here directly, so no screen waits forever for the end."""
+        frame = {"content": "", "event": event, "message_id": generation.message_id, "seq": generation.seq, **fields}
+        generation.seq += 1
+        room = generation.room
+        try:
+            async with asyncio.timeout(_LAST_FRAME_TIMEOUT):
+                await self.frames.append(room, frame)
+        except Exception as exc:
+            logger.warning("generation %s: its %s frame is not kept for resume (%r)", generation.message_id, event, exc)
+        payload = encoding.dumps(frame)
+        try:
+            async with asyncio.timeout(_LAST_FRAME_TIMEOUT):
+                await self.server.router.backend.broadcast(room, payload)
+        except Exception as exc:
+            logger.warning(
+                "generation %s: cannot publish its %s frame (%r); delivered in this process only",
+                generation.message_id,
+                event,
+                exc,
+            )
+            self.server.router.dispatch(room, payload)
 
-    async def _generate(self, generation: Generation, question: Message, system: str | None) -> None:
+    async def _run(self, generation: Generation, question: Message, system: str | None) -> None:
+        """Generate, release the room, then send the last frame: a client that asks again as soon
+        as it sees an answer end must find the room free, here and in Redis."""
+        stats = GenerationStats()
+        async with self.claims.held(generation.room, generation.message_id):
+            outcome, event, fields = await self._generate(generation, question, system, stats)
+        await self._end(generation, event, **fields)
+        stats.report(generation.message_id, generation.room, self.model.name, outcome, self._metrics)
+
+    async def _generate(
+        self, generation: Generation, question: Message, system: str | None, stats: GenerationStats
+    ) -> tuple[str, str, dict[str, Any]]:
+        """Stream the answer; how it ended: the outcome logged, and the last frame's event and fields."""
         generation.running = True
         self._metrics.active.inc()
-        stats = _Stats()
         control = Listener(lambda payload: _on_control(generation, payload))
         outcome = "done"
         try:
             await self._emit(generation, "start")
             if self.claims.shared:  # stop requests from the other processes (after the start frame: a
                 await self.server.router.add(control_stream(generation.room), control)  # resume finds it sooner)
-            if generation.cancel_reason is not None:
-                raise asyncio.CancelledError
+            generation.raise_if_cancelled()
             messages: list[Message] = [{"role": "system", "content": system}] if system else []
             messages += await self.history.load(generation.room)
             messages.append(question)
+            generation.raise_if_cancelled()
 
             async def queued(position: int) -> None:
                 await self._emit(generation, "queued", position=position)
@@ -315,7 +354,7 @@ class ChatService:
             async with self.pool.slot(queued):
                 stats.requested = time.monotonic()
                 await self._stream(generation, messages, stats)
-            await self._emit(generation, "done", finish_reason=stats.finish_reason, usage=stats.usage)
+            return outcome, "done", {"finish_reason": stats.finish_reason, "usage": stats.usage}
         except asyncio.CancelledError:
             outcome = generation.cancel_reason or "cancelled"
             if generation.cancel_reason is None:
@@ -323,7 +362,7 @@ class ChatService:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            await self._emit(generation, "stopped", reason=generation.cancel_reason)
+            return outcome, "stopped", {"reason": generation.cancel_reason}
         except Exception as exc:
             error = classify(exc, started=stats.first_token is not None)
             outcome = f"error:{error.category}"
@@ -332,21 +371,23 @@ class ChatService:
                 self._limit_hit(LimitKind.GENERATIONS_TOTAL, generation.room, f"{self.pool.waiting} waiting for a slot")
             if error.category is ErrorCategory.INTERNAL:
                 logger.exception("generation %s failed", generation.message_id)
-            await self._emit(generation, "error", error=error.as_dict())
+            return outcome, "error", {"error": error.as_dict()}
         finally:
             self.server.router.remove(control_stream(generation.room), control)
             self._metrics.active.dec()
-            self._untrack(generation)
-            if generation.text or outcome == "done":
-                await self._remember(generation, question)
-            self._log(generation, stats, outcome)
+            try:
+                if generation.text or outcome == "done":
+                    await self._remember(generation, question)  # before the room is free: the next question sees it
+            finally:
+                self._untrack(generation)
 
-    async def _stream(self, generation: Generation, messages: Sequence[Message], stats: _Stats) -> None:
+    async def _stream(self, generation: Generation, messages: Sequence[Message], stats: GenerationStats) -> None:
         """Relay the model's deltas as ``delta`` frames, under the first-token and stall deadlines."""
         settings = self.settings
         first_token_in = stats.requested + settings.first_token_timeout - time.monotonic()
         async with contextlib.aclosing(self.model.stream(messages)) as deltas, deadline(first_token_in) as timer:
             async for delta in deltas:
+                generation.raise_if_cancelled()
                 if delta.content:
                     if stats.first_token is None:
                         stats.first_token = time.monotonic()
@@ -364,28 +405,7 @@ class ChatService:
     async def _remember(self, generation: Generation, question: Message) -> None:
         try:
             await self.history.append(generation.room, question, {"role": "assistant", "content": generation.answer})
+        except RedisError as exc:  # an outage, already logged where it is noticed
+            logger.warning("generation %s: cannot save the conversation (%r)", generation.message_id, exc)
         except Exception:
             logger.exception("generation %s: cannot save the conversation", generation.message_id)
-
-    def _log(self, generation: Generation, stats: _Stats, outcome: str) -> None:
-        now = time.monotonic()
-        metrics = self._metrics
-        metrics.outcomes.labels("done" if outcome == "done" else "error" if outcome.startswith("error") else "stopped").inc()
-        metrics.duration.observe(now - stats.received)
-        if stats.first_token is not None:
-            metrics.first_token.observe(stats.first_token - stats.requested)
-        ttft = f"{(stats.first_token - stats.requested) * 1000:.0f}ms" if stats.first_token else "-"
-        streaming = now - stats.first_token if stats.first_token else 0.0
-        rate = f"{stats.chunks / streaming:.1f}" if streaming > 0 else "-"
-        logger.info(
-            "generation %s room=%s model=%s outcome=%s ttft=%s chunks=%d tokens/s=%s finish=%s usage=%s",
-            generation.message_id,
-            logs.clip(generation.room),
-            self.model.name,
-            outcome,
-            ttft,
-            stats.chunks,
-            rate,
-            stats.finish_reason,
-            stats.usage,
-        )

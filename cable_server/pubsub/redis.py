@@ -28,8 +28,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from .. import encoding
+from .. import encoding, redis_client
 from ..errors import PubSubError
+from ..redis_client import GroupCommit
 from .base import MessageHandler, PubSubBackend
 
 __all__ = ["RedisBackend"]
@@ -66,6 +67,7 @@ class RedisBackend(PubSubBackend):
         self.subscribe_timeout = subscribe_timeout
         self.max_backoff = max_backoff
         self._redis: aioredis.Redis | None = None
+        self._publisher: GroupCommit
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
         self._on_message: MessageHandler | None = None
@@ -88,9 +90,8 @@ class RedisBackend(PubSubBackend):
     async def start(self, on_message: MessageHandler) -> None:
         self._on_message = on_message
         # No silent retries: a lost connection must surface, to be logged and recovered here.
-        self._redis = aioredis.Redis.from_url(
-            self.url, client_name=f"ActionCable-PID-{os.getpid()}", socket_connect_timeout=5, retry=Retry(NoBackoff(), 0)
-        )
+        self._redis = redis_client.connect(self.url, client_name=f"ActionCable-PID-{os.getpid()}", retry=Retry(NoBackoff(), 0))
+        self._publisher = GroupCommit(self._redis)
         try:
             await self._redis.ping()
             self._pubsub = await self._subscriber()
@@ -109,6 +110,7 @@ class RedisBackend(PubSubBackend):
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
             self._pubsub = None
         if self._redis is not None:
+            await self._publisher.close()
             await self._redis.aclose()
             self._redis = None
         self._channels.clear()
@@ -159,7 +161,7 @@ class RedisBackend(PubSubBackend):
             raise PubSubError("the Redis backend is not started")
         full = self.redis_channel(channel)
         try:
-            await self._redis.publish(full, payload)
+            await self._publisher.execute(("PUBLISH", full, payload))
         except _FAILURES as exc:
             raise PubSubError(f"cannot publish to {full!r} on Redis: {exc or type(exc).__name__}") from exc
 
