@@ -29,6 +29,7 @@ __all__ = [
     "free_port",
     "pct",
     "process",
+    "process_tree",
     "raise_nofile",
     "rss_bytes",
 ]
@@ -73,13 +74,28 @@ class CpuSample:
 
 
 def cpu_sample(pid: int) -> CpuSample:
-    """``pid``'s CPU now (see :class:`CpuSample`)."""
-    coarse = cpu_seconds(pid)
+    """``pid``'s CPU now, its child processes' included (``--workers``; see :class:`CpuSample`)."""
+    coarse = 0.0
     precise = 0
-    for path in Path(f"/proc/{pid}/task").glob("*/schedstat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):  # a thread may end while we read
-            precise += int(path.read_text().split()[0])
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError, ValueError):  # a child may end while we read
+            coarse += cpu_seconds(member)
+        for path in Path(f"/proc/{member}/task").glob("*/schedstat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):  # a thread may end while we read
+                precise += int(path.read_text().split()[0])
     return CpuSample(precise / 1e9, coarse)
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, from ``/proc/<pid>/task/*/children``."""
+    found, pending = [], [pid]
+    while pending:
+        member = pending.pop()
+        found.append(member)
+        for path in Path(f"/proc/{member}/task").glob("*/children"):
+            with contextlib.suppress(OSError, ValueError):
+                pending += [int(child) for child in path.read_text().split()]
+    return found
 
 
 def rss_bytes(pid: int) -> int:

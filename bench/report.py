@@ -70,7 +70,8 @@ class Table:
                 return "—"
             text = "n/a" if cell.value is None else _number(cell.value, metric.unit)
             note = cell.note
-            if cell.value is not None and metric.better == "" and metric.unit == "%" and cell.value > LOADGEN_SATURATED:
+            loadgen = metric.label.startswith("load generator CPU")
+            if cell.value is not None and loadgen and cell.value > LOADGEN_SATURATED:
                 note = note or "load generator near saturation: the row's other numbers may understate the server"
             if note:
                 if note not in footnotes:

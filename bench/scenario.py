@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .common import ServerFailed, cpu_sample
 from .loadgen import ConnectResult, LoadGen, LoadGenError
@@ -56,7 +57,7 @@ class Context:
             self.loadgen.reset()
 
     @contextlib.contextmanager
-    def serving(self, kind: str, app: str = "fixture", openai_url: str | None = None) -> Iterator[Server]:
+    def serving(self, kind: str, app: str = "fixture", openai_url: str | None = None, **options: Any) -> Iterator[Server]:
         """A fresh server for one measurement; the clients are dropped before it stops (a draining
         server would otherwise say goodbye to each of them).
 
@@ -65,7 +66,7 @@ class Context:
         connections arrive on several puma threads at once it may start two or three timers,
         which then ping every client two or three times per 3 s for the life of the process.
         """
-        with start(kind, app, openai_url) as server:
+        with start(kind, app, openai_url, **options) as server:
             try:
                 require_all(self.loadgen.connect(server.port, ["first"], None, origin=ORIGIN))
                 self.drop_clients()
@@ -115,9 +116,14 @@ def require_all(result: ConnectResult) -> None:
 Measurement = Callable[[str], dict[Metric, Cell]]
 
 
-def measure(ctx: Context, table: Table, group: str, metrics: Sequence[Metric], run: Measurement) -> None:
-    """``run(server_kind)`` for each server, its cells filed under ``group``; failures become notes."""
+def measure(
+    ctx: Context, table: Table, group: str, metrics: Sequence[Metric], run: Measurement, kinds: Sequence[str] | None = None
+) -> None:
+    """``run(server_kind)`` for each server (of ``kinds`` only, if given), its cells filed under
+    ``group``; failures become notes."""
     for kind in ctx.servers:
+        if kinds is not None and kind not in kinds:
+            continue
         ctx.log(f"{table.name} {group or ''} on {kind}")
         try:
             cells = run(kind)

@@ -32,7 +32,7 @@ import cable_server
 
 from .common import BIN, ROOT, CpuSample, ServerFailed, cpu_sample, free_port, process, rss_bytes
 
-__all__ = ["ORIGIN", "SERVERS", "Server", "fake_openai", "rails_available", "start", "versions"]
+__all__ = ["ORIGIN", "SERVERS", "Server", "fake_openai", "rails_available", "redis", "start", "versions"]
 
 ORIGIN = "http://localhost:3000"
 SERVERS = ("ours", "rails")
@@ -91,8 +91,14 @@ def rails_available() -> bool:
 
 
 @contextlib.contextmanager
-def start(kind: str, app: str = "fixture", openai_url: str | None = None) -> Iterator[Server]:
-    """Start server ``kind`` ("ours" or "rails") serving ``app`` ("fixture" or "chat"); stop it after."""
+def start(
+    kind: str, app: str = "fixture", openai_url: str | None = None, *, pubsub: str | None = None, workers: int = 1
+) -> Iterator[Server]:
+    """Start server ``kind`` ("ours" or "rails") serving ``app`` ("fixture" or "chat"); stop it after.
+
+    ``pubsub`` (a ``redis://`` URL) and ``workers`` apply to our chat server: broadcasts, answers'
+    frames, history and claims then live in that Redis, shared by the worker processes.
+    """
     port = free_port()
     env = {**CHAT_ENV, "OPENAI_BASE_URL": openai_url} if openai_url else {}
     if kind == "rails":
@@ -103,6 +109,8 @@ def start(kind: str, app: str = "fixture", openai_url: str | None = None) -> Ite
     elif app == "chat":
         command = [str(BIN / "cable-server"), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
         command += ["--allowed-origins", ORIGIN]
+        if pubsub:
+            command += ["--pubsub", pubsub, "--workers", str(workers)]
         cwd = ROOT
     else:
         command = [sys.executable, "-m", "protocol_tests.fixture", "--host", "127.0.0.1", "--port", str(port)]
@@ -123,6 +131,16 @@ def fake_openai() -> Iterator[tuple[str, int]]:
     port = free_port()
     with process([sys.executable, "-m", "cable_server.testing", "--scripted", "--port", str(port)], port) as proc:
         yield f"http://127.0.0.1:{port}/v1", proc.pid
+
+
+@contextlib.contextmanager
+def redis() -> Iterator[tuple[str, int]]:
+    """A fresh ``redis-server`` on a free port: its URL and pid (its CPU is reported)."""
+    from cable_server.testing import RedisServer
+
+    with RedisServer() as server:
+        assert server.process is not None
+        yield server.url, server.process.pid
 
 
 def _output(*command: str) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -69,14 +70,23 @@ class Answers:
         return {p50: Cell(statistics.median(values), note), p99: Cell(pct(values, 0.99), note)}
 
 
-def ask(ctx: Context, server: Server, fake_pid: int, chats: int, chunks: int, rate: float, timeout: float) -> tuple[Answers, str]:
+def ask(
+    ctx: Context,
+    server: Server,
+    others: Sequence[int],
+    chats: int,
+    chunks: int,
+    rate: float,
+    timeout: float,
+) -> tuple[Answers, str]:
     """``chats`` clients (own connection and room each) ask at once for ``chunks`` chunks at ``rate``
     tokens/s (0: flat out) and read until their answer ends or ``timeout``; their answers and a
-    note (empty when all were complete)."""
+    note (empty when all were complete). ``others``: processes whose CPU the window reads too
+    (the fake OpenAI server first)."""
     users = [f"chat{i}" for i in range(chats)]
     identifiers: list[str | None] = [json.dumps({"channel": "GptChatChannel", "room": user}) for user in users]
     require_all(ctx.loadgen.connect(server.port, users, identifiers, origin=ORIGIN))
-    window = Window(server, ctx.loadgen, [fake_pid])
+    window = Window(server, ctx.loadgen, others)
     prompt = json.dumps({"chunks": chunks, "rate": rate})
     replies = ctx.loadgen.call("chat", {"prompt": prompt, "timeout": timeout}, timeout + 30)
     window.stop()
@@ -114,7 +124,7 @@ def run(ctx: Context, table: Table) -> None:
 
     def one(kind: str, chunks: int) -> dict[Metric, Cell]:
         with fake_openai() as (url, fake_pid), ctx.serving(kind, "chat", url) as server:
-            answers, note = ask(ctx, server, fake_pid, 1, chunks, 0, timeout)
+            answers, note = ask(ctx, server, [fake_pid], 1, chunks, 0, timeout)
         if not answers.chunks:
             raise Incomplete(note or f"{kind}: no chunk")
         window = answers.window
