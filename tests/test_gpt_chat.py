@@ -42,6 +42,31 @@ async def test_the_original_frontend_gets_one_content_frame_per_upstream_chunk(
     assert request.headers["authorization"] == "Bearer sk-test"
 
 
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_both_sdk_transports_send_the_same_request_and_relay_the_same_answer(
+    serve: ServerFactory, fake_openai: FakeOpenAI, transport: str
+) -> None:
+    """The SDK's aiohttp client (the default) and its httpx one: what the provider receives (the
+    SDK's public post(), not create()) is a chat completion request with auth and SDK headers."""
+    chat = await start_chat(serve, fake_openai, http_client=transport, temperature=0.5, max_tokens=64)
+    reply = Reply(chunks=["첫", " 번째", "  double  spaces\n"])
+    fake_openai.push(reply)
+    client = await chat.user(None, subscribe=7)
+    await client.perform(room(7), "send_message", user_content="hi", user_id=7)
+    assert (await read_answer(client, room(7))).text == reply.text
+    request = fake_openai.requests[0]
+    assert request.body == {
+        "model": "fake-model",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": True,
+        "temperature": 0.5,
+        "max_tokens": 64,
+        "stream_options": {"include_usage": True},
+    }
+    assert request.headers["authorization"] == "Bearer sk-test"
+    assert request.headers["user-agent"].startswith("AsyncOpenAI/Python")
+
+
 async def test_fifty_concurrent_generations_arrive_in_upstream_order(serve: ServerFactory, fake_openai: FakeOpenAI) -> None:
     """50 users at once: each sees its own answer, every chunk in order, no gap, no duplicate."""
     chat = await start_chat(serve, fake_openai)

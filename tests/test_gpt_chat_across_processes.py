@@ -8,6 +8,8 @@ import asyncio
 import itertools
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from cable_server import RedisBackend
 from cable_server.testing import FakeOpenAI, RedisServer, Reply
 from protocol_tests.client import CableClient
@@ -97,6 +99,28 @@ async def test_stop_and_reset_reach_the_answer_on_the_other_server(
     frames = [(await asker.recv())["message"] for _ in range(2)]  # the reset (through Redis) and the history
     assert {"content": "", "event": "reset"} in frames
     assert {"content": "", "event": "history", "messages": []} in frames
+
+
+async def test_stop_requests_travel_on_one_subscription_per_process(
+    serve: ServerFactory, fake_openai: FakeOpenAI, redis_server: RedisServer
+) -> None:
+    """Ten answers on each server: Redis holds one control subscription per process, not one per
+    answer (1,000 answers starting at once queued 1,000 SUBSCRIBE round trips before the model)."""
+    here, there = await two_servers(serve, fake_openai, redis_server)
+    fake_openai.default = Reply(chunks=["a", "b"])
+    for server in (here, there):
+        clients = [await in_room(server, f"{id(server)}-{n}") for n in range(10)]
+        for n, client in enumerate(clients):
+            await client.perform(room(f"{id(server)}-{n}"), "send_message", user_content="hi")
+        for n, client in enumerate(clients):
+            assert (await read_answer(client, room(f"{id(server)}-{n}"))).last["event"] == "done"
+    redis = aioredis.Redis.from_url(redis_server.url)
+    try:
+        channels = [name.decode() for name in await redis.pubsub_channels("*gpt_chat:control*")]
+        assert len(channels) == 1, channels
+        assert (await redis.pubsub_numsub(channels[0]))[0][1] == 2
+    finally:
+        await redis.aclose()
 
 
 async def test_an_answer_heard_on_the_other_server_is_not_orphaned(

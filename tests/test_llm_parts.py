@@ -9,8 +9,11 @@ import json
 import httpx
 import openai
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from cable_server.errors import PubSubError
 from cable_server.llm import ChatSettings, ErrorCategory, GenerationError, MemoryHistory, OfflineModel
+from cable_server.llm.deadline import deadline
 from cable_server.llm.errors import classify
 from cable_server.llm.history import trim
 from cable_server.llm.models import Delta, OpenAIModel, _delta, model_for
@@ -45,6 +48,15 @@ def test_no_key_and_no_endpoint_means_the_offline_model() -> None:
 def test_an_endpoint_without_a_key_is_a_local_server() -> None:
     """Ollama, vLLM and llama.cpp need no key: a base URL alone selects the SDK."""
     assert isinstance(model_for(ChatSettings.from_env({"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"})), OpenAIModel)
+
+
+def test_the_http_transport_is_the_sdks_aiohttp_client_unless_told_otherwise() -> None:
+    aiohttp_model = OpenAIModel(ChatSettings(api_key="sk", max_concurrent=300))
+    assert type(aiohttp_model.client._client).__name__ == type(openai.DefaultAioHttpClient()).__name__
+    httpx_model = OpenAIModel(ChatSettings.from_env({"OPENAI_API_KEY": "sk", "CABLE_LLM_HTTP_CLIENT": "httpx"}))
+    assert isinstance(httpx_model.client._client, openai.DefaultAsyncHttpxClient)
+    with pytest.raises(ValueError, match="CABLE_LLM_HTTP_CLIENT"):
+        OpenAIModel(ChatSettings(api_key="sk", http_client="requests"))
 
 
 def test_a_malformed_number_names_the_variable() -> None:
@@ -149,6 +161,32 @@ async def test_memory_history_is_per_room_and_clears() -> None:
     assert await history.load("a") == []
 
 
+# --- the moving deadline ----------------------------------------------------------------------
+
+
+async def test_a_deadline_moved_on_in_time_never_fires() -> None:
+    async with deadline(0.05) as timer:
+        for _ in range(6):
+            await asyncio.sleep(0.02)
+            timer.in_(0.05)  # 0.12 s in all: past the first deadline, never past a moved one
+
+
+async def test_a_deadline_not_moved_fires_once_reached() -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        async with deadline(0.2) as timer:
+            timer.in_(0.05)  # earlier than the timer armed: it must wake sooner
+            await asyncio.sleep(5)
+    assert 0.04 <= loop.time() - started < 0.15
+
+
+async def test_a_deadline_that_ended_leaves_no_timer_behind() -> None:
+    async with deadline(0.01):
+        pass
+    await asyncio.sleep(0.03)  # its timer would cancel this task now; it was dropped with the block
+
+
 # --- errors and models ----------------------------------------------------------------------
 
 
@@ -168,6 +206,8 @@ def _status_error(status: int, body: object) -> openai.APIStatusError:
         (TimeoutError(), True, ErrorCategory.STALLED),
         (json.JSONDecodeError("x", "{", 1), True, ErrorCategory.PROTOCOL),
         (RuntimeError("bug"), True, ErrorCategory.INTERNAL),
+        (RedisConnectionError("Connection closed by server."), True, ErrorCategory.UNAVAILABLE),
+        (PubSubError("cannot publish"), False, ErrorCategory.UNAVAILABLE),
     ],
 )
 def test_classify_maps_failures_to_categories(error: BaseException, started: bool, category: ErrorCategory) -> None:

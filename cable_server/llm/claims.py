@@ -5,8 +5,10 @@ and the orphan check must reach the answer wherever it runs. In one process the 
 table of generations is the whole truth (:class:`LocalClaims` adds nothing). With Redis
 (``--workers``, or several hosts), :class:`RedisClaims` keeps a claim per room: ``SET NX`` with a
 lease renewed while the answer runs (a crashed process's claim lapses), released by
-compare-and-delete; requests for an answer running elsewhere go out on the room's control
-stream (:func:`control_stream`), which the process running it listens to.
+compare-and-delete; requests for an answer running elsewhere go out on :data:`CONTROL_STREAM`,
+which every process listens to (one subscription per process, not one per answer: 1,000 answers
+starting at once were 1,000 SUBSCRIBE round trips queued behind one another) and the process
+running the room's answer acts on.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import AsyncIterator
 
 from ..redis_client import connect
 
-__all__ = ["Claims", "LocalClaims", "RedisClaims", "control_stream"]
+__all__ = ["CONTROL_STREAM", "Claims", "LocalClaims", "RedisClaims"]
 
 logger = logging.getLogger("cable_server.llm")
 
@@ -28,10 +30,9 @@ _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
 
 
-def control_stream(room: str) -> str:
-    """The broadcasting that carries stop requests to the process writing ``room``'s answer; no
-    channel streams it to clients."""
-    return f"cable_server:gpt_chat_control:{room}"
+#: The broadcasting that carries stop requests (``{"room", "stop": message_id, "reason"}``) to
+#: every process; no channel streams a name starting with an underscore to clients.
+CONTROL_STREAM = "_cable_server:gpt_chat:control"
 
 
 class Claims(abc.ABC):

@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 
 from .. import encoding, logs
+from ..errors import PubSubError
 from ..limits import LimitKind
 from ..streams import Listener
-from .claims import Claims, LocalClaims, RedisClaims, control_stream
+from .claims import CONTROL_STREAM, Claims, LocalClaims, RedisClaims
 from .deadline import deadline
 from .errors import ErrorCategory, GenerationError, classify
 from .history import HistoryStore, MemoryHistory, RedisHistory
@@ -65,17 +66,6 @@ def _busy(message_id: str) -> GenerationError:
     return GenerationError(
         ErrorCategory.BUSY, f"An answer ({message_id}) is still being written; stop it or wait.", message_id=message_id
     )
-
-
-def _on_control(generation: Generation, payload: str) -> None:
-    """A stop request from another process for the room this generation writes."""
-    try:
-        message: Any = encoding.loads(payload)
-    except encoding.DecodeError:
-        return
-    if isinstance(message, dict) and message.get("stop") == generation.message_id:
-        reason = message.get("reason")
-        generation.cancel(reason if isinstance(reason, str) else "stopped")
 
 
 @dataclass(eq=False)
@@ -161,6 +151,9 @@ class ChatService:
         self._metrics = server.metrics.generations
         #: Who listens where; ends the answers nobody hears any more (see :mod:`.listeners`).
         self.listeners = RoomListeners(self)
+        #: Stop requests from the other processes (see :meth:`_hear_stops`).
+        self._control_listener = Listener(self._on_control)
+        self._control: asyncio.Future[None] | None = None
 
     @classmethod
     def install(cls, server: CableServer, settings: ChatSettings | None = None, **options: Any) -> ChatService:
@@ -243,7 +236,7 @@ class ChatService:
 
     async def stop(self, room: str, message_id: Any = None, *, reason: str = "stopped") -> bool:
         """Cancel the room's generation (only ``message_id`` if given) and wait until it ended,
-        in this process or, through the room's control stream, in the one writing it."""
+        in this process or, through the control stream, in the one writing it."""
         generation = self.active.get(room)
         if generation is not None and generation.task is not None:
             if message_id not in (None, generation.message_id):
@@ -254,10 +247,10 @@ class ChatService:
         holder = await self.claims.holder(room)
         if holder is None or message_id not in (None, holder):
             return False
-        request = {"stop": holder, "reason": reason}
+        request = {"room": room, "stop": holder, "reason": reason}
         for attempt in range(100):  # until its claim is released: the answer ended (5 s at most)
             if attempt % 4 == 0:  # sent again: one sent before that process listened is lost
-                await self.server.broadcast(control_stream(room), request)
+                await self.server.broadcast(CONTROL_STREAM, request)
             await asyncio.sleep(0.05)
             if await self.claims.holder(room) != holder:
                 break
@@ -281,6 +274,9 @@ class ChatService:
     async def close(self) -> None:
         """Cancel every generation (closing its upstream stream), then the model's client."""
         self.listeners.close()
+        if self._control is not None:
+            self._control.cancel()
+            self.server.router.remove(CONTROL_STREAM, self._control_listener)
         await asyncio.gather(*(self.stop(room, reason="shutdown") for room in list(self.active)))
         await self.model.close()
         await self.claims.close()
@@ -321,6 +317,31 @@ class ChatService:
             )
             self.server.router.dispatch(room, payload)
 
+    async def _hear_stops(self) -> None:
+        """Listen to the other processes' stop requests, once per process (claims shared only)."""
+        if not self.claims.shared:
+            return
+        if self._control is None:
+            self._control = asyncio.ensure_future(self.server.router.add(CONTROL_STREAM, self._control_listener))
+        try:
+            await asyncio.shield(self._control)
+        except PubSubError:  # the next answer tries again
+            self._control = None
+            raise
+
+    def _on_control(self, payload: str) -> None:
+        """A stop request from another process: for the room's answer if it runs here."""
+        try:
+            message: Any = encoding.loads(payload)
+        except encoding.DecodeError:
+            return
+        if not isinstance(message, dict) or not isinstance(message.get("room"), str):
+            return
+        generation = self.active.get(message["room"])
+        if generation is not None and message.get("stop") == generation.message_id:
+            reason = message.get("reason")
+            generation.cancel(reason if isinstance(reason, str) else "stopped")
+
     async def _run(self, generation: Generation, question: Message, system: str | None) -> None:
         """Generate, release the room, then send the last frame: a client that asks again as soon
         as it sees an answer end must find the room free, here and in Redis."""
@@ -336,12 +357,10 @@ class ChatService:
         """Stream the answer; how it ended: the outcome logged, and the last frame's event and fields."""
         generation.running = True
         self._metrics.active.inc()
-        control = Listener(lambda payload: _on_control(generation, payload))
         outcome = "done"
         try:
             await self._emit(generation, "start")
-            if self.claims.shared:  # stop requests from the other processes (after the start frame: a
-                await self.server.router.add(control_stream(generation.room), control)  # resume finds it sooner)
+            await self._hear_stops()  # after the start frame: a resume finds the answer sooner
             generation.raise_if_cancelled()
             messages: list[Message] = [{"role": "system", "content": system}] if system else []
             messages += await self.history.load(generation.room)
@@ -373,7 +392,6 @@ class ChatService:
                 logger.exception("generation %s failed", generation.message_id)
             return outcome, "error", {"error": error.as_dict()}
         finally:
-            self.server.router.remove(control_stream(generation.room), control)
             self._metrics.active.dec()
             try:
                 if generation.text or outcome == "done":
