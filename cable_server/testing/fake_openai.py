@@ -257,6 +257,13 @@ class FakeOpenAI:
                 chunk["usage"] = None
             return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
+        # A content chunk is the same JSON around its text: made once, so that the fake costs
+        # little when a benchmark has it write 20,000 chunks a second.
+        before, after = event({"content": _MARK}).split(json.dumps(_MARK).encode())
+
+        def content(text: str) -> bytes:
+            return before + json.dumps(text).encode() + after
+
         async def send(data: bytes) -> None:
             if peer.gone:
                 raise ConnectionResetError("client went away")
@@ -276,7 +283,7 @@ class FakeOpenAI:
                 await send(b'data: {"id": "chatcmpl-broken", "choices": [\n\n')
             if reply.delay:
                 await asyncio.sleep(reply.delay)
-            await send(event({"content": f"{time.monotonic_ns()} " if reply.stamped else piece}))
+            await send(content(f"{time.monotonic_ns()} " if reply.stamped else piece))
             request.sent += 1
         await send(event({}, reply.finish_reason))
         if usage:
@@ -298,6 +305,10 @@ class FakeOpenAI:
         await writer.drain()
         request.ended.set()
         return True
+
+
+#: Stands for the text in the template of a content chunk.
+_MARK = "\u2063content\u2063"
 
 
 def scripted(request: Request) -> Reply:
@@ -330,5 +341,11 @@ def main() -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.Event().wait()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+    try:  # on uvloop when installed, as the servers it stands in front of
+        import uvloop
+
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve())
