@@ -6,7 +6,11 @@ round trip; redis-py's default pool *fails* (``MaxConnectionsError``) at 100 con
 use, and the answer died. Here:
 
 - :func:`connect` builds a client whose pool *waits* (up to ``POOL_TIMEOUT`` seconds) for a free
-  connection, so a burst is slower, never an error;
+  connection, so a burst is slower, never an error; whose connections are checked with a PING
+  before reuse after ``HEALTH_CHECK_INTERVAL`` idle seconds (Redis' ``timeout`` closes idle
+  ones), and whose commands are sent again, twice at most, on a connection that turns out dead
+  (a restarted Redis, ``CLIENT KILL``): otherwise the first command on each stale pooled
+  connection failed, and with group commit every caller of its pipeline with it;
 - :class:`GroupCommit` sends every command queued while its previous pipeline was in flight
   together in the next one: one round trip and one socket write for all the frames a loop turn
   produced, whatever the number of answers, on one connection, in the order they were queued.
@@ -20,20 +24,28 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-__all__ = ["MAX_CONNECTIONS", "POOL_TIMEOUT", "GroupCommit", "connect"]
+__all__ = ["HEALTH_CHECK_INTERVAL", "MAX_CONNECTIONS", "POOL_TIMEOUT", "GroupCommit", "connect"]
 
 #: Connections a client opens at most; more callers wait for one to be free.
 MAX_CONNECTIONS = 64
 #: Seconds a caller waits for a free connection before its command fails.
 POOL_TIMEOUT = 10.0
+#: Seconds a pooled connection may sit idle before it is checked with a PING on reuse.
+HEALTH_CHECK_INTERVAL = 10.0
 
 Command = tuple[Any, ...]
 
 
 def connect(url: str, **options: Any) -> aioredis.Redis:
-    """A client of ``url`` on a pool that waits for a free connection (bounded) instead of failing."""
+    """A client of ``url`` on a pool that waits for a free connection (bounded) instead of failing,
+    retrying a command whose connection was dead (see the module docstring)."""
     options.setdefault("socket_connect_timeout", 5)
+    options.setdefault("health_check_interval", HEALTH_CHECK_INTERVAL)
+    options.setdefault("retry", Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.5), 2, (RedisConnectionError,)))
     pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT, **options)
     return aioredis.Redis.from_pool(pool)
 

@@ -59,8 +59,34 @@ async def test_the_store_failing_under_a_working_pubsub_ends_the_answer(serve: S
             await alice.recv(5)
         redis.kill()
         for client in (alice, tab):
-            last = (await read_answer(client, room("alice"), timeout=30)).last
-            assert (last["event"], last["error"]["category"]) == ("error", "unavailable")
+            answer = await read_answer(client, room("alice"), timeout=30)
+            assert (answer.last["event"], answer.last["error"]["category"]) == ("error", "unavailable")
+            seqs = [frame["seq"] for frame in answer.frames]
+            assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs  # no gap before the error
+
+
+async def test_every_screen_of_a_room_gets_every_kept_frame_when_the_pubsub_dies(
+    serve: ServerFactory, fake_openai: FakeOpenAI, redis_server: RedisServer
+) -> None:
+    """Frames kept in a Redis that lives, published through one that dies, three screens of the
+    room: a frame kept but not published is delivered here directly, so each screen gets every
+    frame without a gap, then the error that ends the answer."""
+    with RedisServer() as pubsub:
+        prefix = f"faults{next(_PREFIXES)}"
+        cable, _ = chat_app(fake_openai, history_url=redis_server.url, history_prefix=prefix)
+        cable.set_pubsub(RedisBackend(pubsub.url, channel_prefix=prefix))
+        server = await serve(cable)
+        screens = [await server.client() for _ in range(3)]
+        for screen in screens:
+            await screen.subscribe(room("shared"))
+        fake_openai.push(SLOW)
+        await screens[0].perform(room("shared"), "send_message", user_content="hi")
+        await asyncio.sleep(0.5)
+        pubsub.kill()
+        for screen in screens:
+            answer = await read_answer(screen, room("shared"), timeout=30)
+            assert [frame["seq"] for frame in answer.frames] == list(range(len(answer.frames)))
+            assert (answer.last["event"], answer.last["error"]["category"]) == ("error", "unavailable")
 
 
 async def test_a_send_message_while_redis_is_down_gets_an_error_frame(serve: ServerFactory, fake_openai: FakeOpenAI) -> None:

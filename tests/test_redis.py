@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -217,3 +218,32 @@ async def test_a_server_whose_redis_is_unreachable_exits_with_a_clear_error() ->
     output, _ = await asyncio.wait_for(process.communicate(), 20)
     assert process.returncode != 0
     assert b"cannot reach Redis at redis://127.0.0.1:" in output
+
+
+async def test_a_backend_knows_when_broadcasts_may_not_have_come_back(redis_server: RedisServer) -> None:
+    """missed_since: false while the subscriber listens; true while it is down and, once it is
+    back, for anything published before it came back (a publisher then delivers locally too)."""
+    backend = RedisBackend(redis_server.url, channel_prefix="missed")
+    await backend.start(lambda channel, payload: None)
+    try:
+        before = time.monotonic()
+        assert not backend.missed_since(before)
+        admin = aioredis.Redis.from_url(redis_server.url)
+        try:
+            await admin.client_kill_filter(_type="pubsub")
+        finally:
+            await admin.aclose()
+        for _ in range(100):  # down, then back
+            await asyncio.sleep(0.02)
+            if backend.missed_since(before):
+                break
+        assert backend.missed_since(before)
+        await backend.ping()
+        for _ in range(100):  # subscribed again
+            await asyncio.sleep(0.02)
+            if not backend.missed_since(time.monotonic()):
+                break
+        assert not backend.missed_since(time.monotonic())
+        assert backend.missed_since(before)
+    finally:
+        await backend.stop()

@@ -102,3 +102,19 @@ async def test_a_pool_under_load_waits_for_a_connection_instead_of_failing(clien
     calls = 3 * MAX_CONNECTIONS
     results = await asyncio.gather(*(client.blpop([empty], timeout=0.2) for _ in range(calls)))
     assert results == [None] * calls
+
+
+async def test_commands_outlive_connections_that_redis_closed(client: aioredis.Redis, redis_server: RedisServer) -> None:
+    """Redis closed every pooled connection (a restart, CLIENT KILL, its idle ``timeout``): the
+    next commands reconnect and succeed, grouped or not (before, the first on each failed)."""
+    commit = GroupCommit(client)
+    await asyncio.gather(*(client.blpop([key()], timeout=0.05) for _ in range(8)))  # eight pooled connections
+    admin = aioredis.Redis.from_url(redis_server.url)
+    try:
+        assert await admin.client_kill_filter(_type="normal", skipme=True) >= 8
+    finally:
+        await admin.aclose()
+    results = await asyncio.gather(
+        *(commit.execute(("PING",)) for _ in range(20)), *(client.get(key()) for _ in range(20)), return_exceptions=True
+    )
+    assert results == [[True]] * 20 + [None] * 20, results

@@ -19,10 +19,8 @@ import asyncio
 import collections
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
@@ -34,6 +32,7 @@ from ..streams import Listener
 from .claims import CONTROL_STREAM, Claims, LocalClaims, RedisClaims
 from .deadline import deadline
 from .errors import ErrorCategory, GenerationError, classify
+from .generation import Generation
 from .history import HistoryStore, MemoryHistory, RedisHistory
 from .listeners import RoomListeners
 from .models import ChatModel, Message, model_for
@@ -66,47 +65,6 @@ def _busy(message_id: str) -> GenerationError:
     return GenerationError(
         ErrorCategory.BUSY, f"An answer ({message_id}) is still being written; stop it or wait.", message_id=message_id
     )
-
-
-@dataclass(eq=False)
-class Generation:
-    """One answer being streamed into ``room``."""
-
-    room: str
-    message_id: str = field(default_factory=lambda: f"msg_{secrets.token_hex(8)}")
-    seq: int = 0
-    text: list[str] = field(default_factory=list)
-    #: Why the service cancelled it (``stopped``, ``reset``, ``no_subscribers``, ``shutdown``).
-    cancel_reason: str | None = None
-    task: asyncio.Task[None] | None = None
-    running: bool = False
-    #: Who asked for it (the user's connection identifier, or one connection's id), for the
-    #: per-user limit; ``None``: nobody in particular.
-    requester: str | None = None
-
-    def cancel(self, reason: str) -> None:
-        """End it with a ``stopped`` frame giving ``reason``; the first reason given wins."""
-        if self.cancel_reason is None and self.task is not None:
-            self.cancel_reason = reason
-            # A task cancelled before its first step would never run its handlers: it checks
-            # ``cancel_reason`` itself when it starts.
-            if self.running:
-                self.task.cancel()
-
-    def raise_if_cancelled(self) -> None:
-        """Raise ``CancelledError`` if :meth:`cancel` was called.
-
-        ``task.cancel()`` alone is not enough: on uvloop, redis-py sometimes catches the
-        ``CancelledError`` thrown into a command it is awaiting and carries on (seen in about one
-        cancellation in six landing there), so the generation checks at its next steps too.
-        """
-        if self.cancel_reason is not None:
-            raise asyncio.CancelledError
-
-    @property
-    def answer(self) -> str:
-        """The text streamed so far."""
-        return "".join(self.text)
 
 
 class ChatService:
@@ -289,7 +247,15 @@ class ChatService:
         frame = {"content": content, "event": event, "message_id": generation.message_id, "seq": generation.seq, **fields}
         await self.frames.append(generation.room, frame)  # kept before it is sent: a resume never misses it
         generation.seq += 1  # only now: a frame that could not be kept is sent by no one, and leaves no gap
-        await self.server.broadcast(generation.room, frame)
+        payload = encoding.dumps(frame)
+        backend = self.server.router.backend
+        try:
+            await backend.broadcast(generation.room, payload)
+        except Exception:
+            self.server.router.dispatch(generation.room, payload)  # it was kept: this process's screens get it
+            raise
+        if backend.missed_since(time.monotonic()):  # our own subscription is down: our screens would miss it
+            self.server.router.dispatch(generation.room, payload)
 
     async def _end(self, generation: Generation, event: str, **fields: Any) -> None:
         """The frame that ends an answer (``done``, ``stopped``, ``error``): it reaches this
@@ -305,9 +271,10 @@ class ChatService:
         except Exception as exc:
             logger.warning("generation %s: its %s frame is not kept for resume (%r)", generation.message_id, event, exc)
         payload = encoding.dumps(frame)
+        backend = self.server.router.backend
         try:
             async with asyncio.timeout(_LAST_FRAME_TIMEOUT):
-                await self.server.router.backend.broadcast(room, payload)
+                await backend.broadcast(room, payload)
         except Exception as exc:
             logger.warning(
                 "generation %s: cannot publish its %s frame (%r); delivered in this process only",
@@ -316,6 +283,9 @@ class ChatService:
                 exc,
             )
             self.server.router.dispatch(room, payload)
+        else:  # this process's subscription to Redis was lost during the answer: published frames may
+            if backend.missed_since(generation.started):  # not come back, and the last must (twice at worst)
+                self.server.router.dispatch(room, payload)
 
     async def _hear_stops(self) -> None:
         """Listen to the other processes' stop requests, once per process (claims shared only)."""

@@ -41,6 +41,13 @@ class PubSubBackend(abc.ABC):
     async def unsubscribe(self, channel: str) -> None:
         """Stop receiving ``channel``."""
 
+    def missed_since(self, when: float) -> bool:
+        """Whether a broadcast published since ``when`` (``time.monotonic()``) may not have come
+        back to this process: its subscription is down, or was made again after ``when``. Then
+        a publisher that must reach this process's listeners delivers to them itself. In-process
+        delivery never misses."""
+        return False
+
     async def ping(self) -> None:
         """Raise :class:`~cable_server.errors.PubSubError` unless broadcasts flow right now (the
         server's readiness check). In-process delivery always does."""

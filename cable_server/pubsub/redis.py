@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 from typing import Any
@@ -74,6 +75,8 @@ class RedisBackend(PubSubBackend):
         self._channels: set[str] = set()  # full Redis names of live subscriptions
         self._acks: dict[str, list[asyncio.Future[None]]] = {}
         self._connected = asyncio.Event()
+        #: When the subscriber last subscribed again after losing its connection.
+        self._recovered_at = -math.inf
 
     def redis_channel(self, broadcasting: str) -> str:
         """The Redis channel of ``broadcasting``: ``<prefix>:<broadcasting>``, bare without a prefix."""
@@ -89,14 +92,18 @@ class RedisBackend(PubSubBackend):
 
     async def start(self, on_message: MessageHandler) -> None:
         self._on_message = on_message
-        # No silent retries: a lost connection must surface, to be logged and recovered here.
-        self._redis = redis_client.connect(self.url, client_name=f"ActionCable-PID-{os.getpid()}", retry=Retry(NoBackoff(), 0))
-        self._publisher = GroupCommit(self._redis)
+        # The subscriber's client: no silent retries, a lost connection must surface here, to be
+        # logged and recovered. Publishing goes through a client that retries a dead connection.
+        self._redis = redis_client.connect(
+            self.url, client_name=f"ActionCable-PID-{os.getpid()}", retry=Retry(NoBackoff(), 0), health_check_interval=0
+        )
+        self._publisher = GroupCommit(redis_client.connect(self.url, client_name=f"ActionCable-PID-{os.getpid()}"))
         try:
             await self._redis.ping()
             self._pubsub = await self._subscriber()
         except _FAILURES as exc:
             await self._redis.aclose()
+            await self._publisher.redis.aclose()
             raise PubSubError(f"cannot reach Redis at {redacted(self.url)}: {exc}") from exc
         self._reader = asyncio.ensure_future(self._read())
         logger.info("pub/sub on Redis at %s (channel prefix %r)", redacted(self.url), self.channel_prefix)
@@ -111,6 +118,7 @@ class RedisBackend(PubSubBackend):
             self._pubsub = None
         if self._redis is not None:
             await self._publisher.close()
+            await self._publisher.redis.aclose()
             await self._redis.aclose()
             self._redis = None
         self._channels.clear()
@@ -164,6 +172,9 @@ class RedisBackend(PubSubBackend):
             await self._publisher.execute(("PUBLISH", full, payload))
         except _FAILURES as exc:
             raise PubSubError(f"cannot publish to {full!r} on Redis: {exc or type(exc).__name__}") from exc
+
+    def missed_since(self, when: float) -> bool:
+        return not self._connected.is_set() or self._recovered_at > when
 
     async def ping(self) -> None:
         """Both connections are up: the subscriber's (else broadcasts are lost) and a PING answered."""
@@ -226,6 +237,7 @@ class RedisBackend(PubSubBackend):
                 logger.debug("Redis still unreachable: %s", exc)
                 delay = min(delay * 2, self.max_backoff)
                 continue
+            self._recovered_at = time.monotonic()
             logger.warning(
                 "Redis is back after %.1f s; subscribed again to %d stream(s); broadcasts published meanwhile are lost",
                 time.monotonic() - lost,
