@@ -16,6 +16,7 @@ from . import logs
 from .broadcaster import SyncBroadcaster
 from .config import parse_origins
 from .errors import PubSubError
+from .llm.settings import SettingsError
 from .pubsub import MemoryBackend, backend_from_url
 from .runner import run, run_workers
 from .server import CableServer
@@ -36,10 +37,12 @@ def load_app(target: str) -> CableServer:
     try:
         module = importlib.import_module(module_name)
         obj = getattr(module, attribute)
+        if not isinstance(obj, (CableServer, type)) and callable(obj):
+            obj = obj()
     except (ImportError, AttributeError) as exc:
         raise SystemExit(f"cable-server: cannot load {target!r}: {exc}") from exc
-    if not isinstance(obj, (CableServer, type)) and callable(obj):
-        obj = obj()
+    except SettingsError as exc:  # a CABLE_LLM_* variable the app's chat service cannot take
+        raise SystemExit(f"cable-server: {exc}") from None
     if not isinstance(obj, CableServer):
         raise SystemExit(f"cable-server: {target!r} is not a CableServer nor a factory of one")
     return obj

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -110,6 +111,22 @@ async def test_one_pem_with_certificate_and_key_serves_wss(launch: Launcher, tmp
 def test_a_bad_app_argument_exits_with_a_clear_message(target: str, complaint: str) -> None:
     """An APP that cannot be loaded ends the command with a one-line reason, not a traceback."""
     result = run_command(target)
+    assert result.returncode != 0
+    assert complaint in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "complaint"),
+    [
+        ("CABLE_LLM_HTTP_CLIENT", "requests", "CABLE_LLM_HTTP_CLIENT must be one of aiohttp, httpx, got 'requests'"),
+        ("CABLE_LLM_MAX_RETRIES", "two", "CABLE_LLM_MAX_RETRIES must be a number, got 'two'"),
+    ],
+)
+def test_a_chat_setting_it_cannot_take_exits_with_a_clear_message(variable: str, value: str, complaint: str) -> None:
+    """A CABLE_LLM_* value the demo's chat service refuses: a one-line reason, not a traceback."""
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test", variable: value}
+    result = subprocess.run([COMMAND, "--port", "0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
     assert complaint in result.stderr
     assert "Traceback" not in result.stderr

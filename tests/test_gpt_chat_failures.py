@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 
@@ -64,6 +65,22 @@ async def test_a_failing_answer_does_not_disturb_another_users_answer(serve: Ser
     alice_answer, bob_answer = await asyncio.gather(read_answer(alice, room("alice")), read_answer(bob, room("bob")))
     assert alice_answer.text == alice_reply.text and alice_answer.last["event"] == "done"
     assert bob_answer.last["error"]["category"] == "connection"
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_a_provider_refusing_connections_is_a_connection_error(
+    serve: ServerFactory, fake_openai: FakeOpenAI, transport: str
+) -> None:
+    """Nothing listens at the base URL: `connection` on both SDK transports (the aiohttp adapter
+    reports a refusal as a connect timeout; it is not one)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    chat = await start_chat(serve, fake_openai, http_client=transport, base_url=f"http://127.0.0.1:{closed}/v1")
+    alice = await chat.user("alice")
+    await alice.perform(room("alice"), "send_message", user_content="hi")
+    error = (await read_answer(alice, room("alice"))).last
+    assert (error["event"], error["error"]["category"]) == ("error", "connection")
 
 
 async def test_the_sdk_retries_before_the_first_token(serve: ServerFactory, fake_openai: FakeOpenAI) -> None:

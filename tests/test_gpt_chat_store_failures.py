@@ -89,8 +89,9 @@ async def test_every_screen_of_a_room_gets_every_kept_frame_when_the_pubsub_dies
             assert (answer.last["event"], answer.last["error"]["category"]) == ("error", "unavailable")
 
 
-async def test_a_send_message_while_redis_is_down_gets_an_error_frame(serve: ServerFactory, fake_openai: FakeOpenAI) -> None:
-    """The room cannot be claimed: the sender is told (``unavailable``) instead of hearing nothing."""
+async def test_requests_while_redis_is_down_get_an_error_frame(serve: ServerFactory, fake_openai: FakeOpenAI) -> None:
+    """The room cannot be claimed, the history nor the frames read: the client is told
+    (``unavailable``) instead of hearing nothing."""
     with RedisServer() as redis:
         server = await chat_on(serve, fake_openai, redis, pubsub=False)
         alice = await server.client()
@@ -100,6 +101,10 @@ async def test_a_send_message_while_redis_is_down_gets_an_error_frame(serve: Ser
         frame = (await alice.recv(30))["message"]
         assert (frame["event"], frame["error"]["category"]) == ("error", "unavailable")
         assert not fake_openai.requests
+        for action in ("history", "resume", "stop", "reset"):  # each told, none silent
+            await alice.perform(room("alice"), action)
+            frame = (await alice.recv(30))["message"]
+            assert (frame["event"], frame["error"]["category"]) == ("error", "unavailable"), action
 
 
 async def test_two_hundred_answers_at_once_on_redis_all_arrive_whole(

@@ -18,6 +18,7 @@ from cable_server.llm.errors import classify
 from cable_server.llm.history import trim
 from cable_server.llm.models import Delta, OpenAIModel, _delta, model_for
 from cable_server.llm.pool import GenerationPool
+from cable_server.llm.settings import SettingsError
 from cable_server.llm.sse import SSEDecoder
 
 # --- settings -------------------------------------------------------------------------------
@@ -55,8 +56,8 @@ def test_the_http_transport_is_the_sdks_aiohttp_client_unless_told_otherwise() -
     assert type(aiohttp_model.client._client).__name__ == type(openai.DefaultAioHttpClient()).__name__
     httpx_model = OpenAIModel(ChatSettings.from_env({"OPENAI_API_KEY": "sk", "CABLE_LLM_HTTP_CLIENT": "httpx"}))
     assert isinstance(httpx_model.client._client, openai.DefaultAsyncHttpxClient)
-    with pytest.raises(ValueError, match="CABLE_LLM_HTTP_CLIENT"):
-        OpenAIModel(ChatSettings(api_key="sk", http_client="requests"))
+    with pytest.raises(SettingsError, match="CABLE_LLM_HTTP_CLIENT must be one of aiohttp, httpx, got 'requests'"):
+        ChatSettings.from_env({"CABLE_LLM_HTTP_CLIENT": "requests"})
 
 
 def test_a_malformed_number_names_the_variable() -> None:

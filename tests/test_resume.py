@@ -129,6 +129,8 @@ async def test_resuming_a_finished_answer_replays_up_to_done(serve: ServerFactor
     assert [f["seq"] for f in replayed.frames] == list(range(2, len(answer.frames)))
     assert all(f["replay"] is True for f in replayed.frames)
     assert replayed.last["event"] == "done"
+    await alice.perform(room("alice"), "resume", message_id=answer.last["message_id"], after_seq=-5)
+    assert [f["seq"] for f in (await read_answer(alice, room("alice"))).frames] == list(range(len(answer.frames)))
 
 
 async def test_resume_without_a_message_id_finds_the_rooms_latest_answer(serve: ServerFactory, fake_openai: FakeOpenAI) -> None:

@@ -25,13 +25,18 @@ whose answer a subscription may act on:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
+
+from redis.exceptions import RedisError
 
 from .. import logs
 from ..channel import Channel
-from ..llm.errors import ErrorCategory, GenerationError
+from ..errors import PubSubError
+from ..llm.errors import ErrorCategory, GenerationError, classify
 from ..llm.service import ChatService, error_frame
 
 __all__ = ["GptChatChannel", "room_name"]
@@ -137,7 +142,8 @@ class GptChatChannel(Channel):
 
     async def stop(self, data: dict[str, Any]) -> None:
         """Stop the answer being written (``message_id`` optional); it ends with a ``stopped`` frame."""
-        await self.chat.stop(self._own_room(), data.get("message_id"))
+        async with self._unless_unavailable("stop"):
+            await self.chat.stop(self._own_room(), data.get("message_id"))
 
     async def resume(self, data: dict[str, Any]) -> None:
         """Send again what this client missed of an answer: frames with ``seq > after_seq`` of
@@ -150,22 +156,35 @@ class GptChatChannel(Channel):
         after_seq = data.get("after_seq")
         if not isinstance(after_seq, int) or isinstance(after_seq, bool):
             after_seq = -1
-        replay = await self.chat.resume(self._own_room(), message_id, after_seq)
-        if replay is None or replay.expired:
-            if message_id is not None:
-                self.transmit({"content": "", "event": "expired", "message_id": message_id})
-            return
-        for frame in replay.frames:
-            self.transmit({**frame, "replay": True})
+        async with self._unless_unavailable("resume"):
+            replay = await self.chat.resume(self._own_room(), message_id, max(after_seq, -1))
+            if replay is None or replay.expired:
+                if message_id is not None:
+                    self.transmit({"content": "", "event": "expired", "message_id": message_id})
+                return
+            for frame in replay.frames:
+                self.transmit({**frame, "replay": True})
 
     async def history(self) -> None:
         """The room's conversation: ``{"event": "history", "messages": [{role, content}, ...]}``."""
-        messages = await self.chat.history.load(self._own_room())
-        self.transmit({"content": "", "event": "history", "messages": messages})
+        async with self._unless_unavailable("history"):
+            messages = await self.chat.history.load(self._own_room())
+            self.transmit({"content": "", "event": "history", "messages": messages})
 
     async def reset(self) -> None:
         """Forget the conversation; every subscriber of the room gets a ``reset`` frame."""
-        await self.chat.reset(self._own_room())
+        async with self._unless_unavailable("reset"):
+            await self.chat.reset(self._own_room())
+
+    @contextlib.asynccontextmanager
+    async def _unless_unavailable(self, action: str) -> AsyncIterator[None]:
+        """Run an action that needs the shared store; when it (Redis) fails, the client is told
+        with an ``unavailable`` error frame instead of hearing nothing."""
+        try:
+            yield
+        except (RedisError, PubSubError) as exc:
+            logger.warning("%s in %s failed: %r", action, logs.clip(self.room), exc)
+            self.transmit(error_frame(classify(exc, started=False)))
 
     def _requester(self) -> str:
         """Who counts against ``max_generations_per_user``: the identified user (all their tabs

@@ -72,6 +72,18 @@ def _upstream_message(error: openai.APIStatusError) -> str:
     return f"HTTP {error.status_code}"
 
 
+def _refused(error: BaseException) -> bool:
+    """Whether an error the SDK calls a timeout was a connection refused or reset: its aiohttp
+    transport maps every ``ClientConnectionError`` to ``ConnectTimeout``, refusals included."""
+    cause = error.__cause__ or error.__context__
+    seen = 0
+    while cause is not None and seen < 10:
+        if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
+            return True
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
+    return False
+
+
 def classify(error: BaseException, *, started: bool) -> GenerationError:
     """Map an exception of the SDK or of the stream to a :class:`GenerationError`.
 
@@ -79,6 +91,8 @@ def classify(error: BaseException, *, started: bool) -> GenerationError:
     """
     if isinstance(error, GenerationError):
         return error
+    if isinstance(error, openai.APITimeoutError) and _refused(error):
+        return GenerationError(ErrorCategory.CONNECTION, "The connection to the model provider failed or was cut.")
     if isinstance(error, TimeoutError | openai.APITimeoutError):
         if started:
             return GenerationError(ErrorCategory.STALLED, "The model stopped sending tokens mid-answer.")

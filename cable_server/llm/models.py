@@ -131,11 +131,9 @@ def _http_client(settings: ChatSettings) -> httpx2.AsyncClient:
     next ones would pay a new TCP (and TLS) handshake."""
     size = settings.http_max_connections or settings.max_concurrent
     limits = httpx2.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=60.0)
-    if settings.http_client == "aiohttp":
-        return openai.DefaultAioHttpClient(limits=limits)
     if settings.http_client == "httpx":
         return openai.DefaultAsyncHttpxClient(limits=limits)
-    raise ValueError(f"CABLE_LLM_HTTP_CLIENT must be 'aiohttp' or 'httpx', got {settings.http_client!r}")
+    return openai.DefaultAioHttpClient(limits=limits)
 
 
 def _delta(chunk: Any) -> Delta:

@@ -7,7 +7,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["ChatSettings"]
+__all__ = ["ChatSettings", "SettingsError"]
+
+#: The SDK transports ``http_client`` may name.
+HTTP_CLIENTS = ("aiohttp", "httpx")
+
+
+class SettingsError(ValueError):
+    """A chat setting that cannot take the value given; the message names its variable."""
 
 
 def _flag(value: str) -> bool:
@@ -79,6 +86,10 @@ class ChatSettings:
     #: Pace of the offline model, in tokens per second.
     offline_tokens_per_second: float = 40.0
 
+    def __post_init__(self) -> None:
+        if self.http_client not in HTTP_CLIENTS:
+            raise SettingsError(f"CABLE_LLM_HTTP_CLIENT must be one of {', '.join(HTTP_CLIENTS)}, got {self.http_client!r}")
+
     @property
     def offline(self) -> bool:
         """No key and no endpoint: answer with the built-in offline model."""
@@ -106,7 +117,7 @@ class ChatSettings:
                 try:
                     values[spec.name] = int(raw) if kind == "int" else float(raw)
                 except ValueError:
-                    raise ValueError(f"CABLE_LLM_{spec.name.upper()} must be a number, got {raw!r}") from None
+                    raise SettingsError(f"CABLE_LLM_{spec.name.upper()} must be a number, got {raw!r}") from None
             else:
                 values[spec.name] = raw
         values.update(overrides)
