@@ -55,7 +55,9 @@ class ChatModel(abc.ABC):
 
 
 class OpenAIModel(ChatModel):
-    """``chat.completions.create(stream=True)`` on the official SDK's ``AsyncOpenAI``."""
+    """A streamed chat completion through the official SDK's ``AsyncOpenAI`` (its public ``post``
+    to ``/chat/completions``, the request ``chat.completions.create(stream=True)`` sends), on
+    its aiohttp transport unless ``http_client`` says ``httpx``."""
 
     def __init__(self, settings: ChatSettings) -> None:
         self.name = settings.model
