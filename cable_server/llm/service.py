@@ -254,8 +254,9 @@ class ChatService:
         except Exception:
             self.server.router.dispatch(generation.room, payload)  # it was kept: this process's screens get it
             raise
-        if backend.missed_since(time.monotonic()):  # our own subscription is down: our screens would miss it
-            self.server.router.dispatch(generation.room, payload)
+        # Published while this process's own subscription was being made again, it may come back
+        # or not; delivering it here too could show a token twice on a screen that appends
+        # ``content``, so a lost one is left to ``resume`` (the last frame is the exception: _end).
 
     async def _end(self, generation: Generation, event: str, **fields: Any) -> None:
         """The frame that ends an answer (``done``, ``stopped``, ``error``): it reaches this
