@@ -117,10 +117,11 @@ async def test_workers_serve_one_port_and_share_broadcasts(redis_server: RedisSe
     command = [sys.executable, "-m", "cable_server", "tests.fixture_app:create_app", "--workers", "2"]
     command += ["--pubsub", redis_server.url, "--channel-prefix", "workers", "--port", str(port), "--log-level", "warning"]
     supervisor = await asyncio.create_subprocess_exec(*command, cwd=ROOT, stdout=subprocess.DEVNULL)
+    clients: list[CableClient] = []
     try:
-        clients: list[CableClient] = []
         pids: set[int] = set()
-        for _ in range(60):
+        deadline = asyncio.get_running_loop().time() + 20  # each worker imports the app on its own
+        while asyncio.get_running_loop().time() < deadline:
             try:
                 client = await CableClient.connect(
                     f"ws://127.0.0.1:{port}/cable?user=u{len(clients)}", origin=f"http://127.0.0.1:{port}"
@@ -128,12 +129,14 @@ async def test_workers_serve_one_port_and_share_broadcasts(redis_server: RedisSe
             except OSError:
                 await asyncio.sleep(0.1)
                 continue
+            clients.append(client)
             await client.subscribe(ident("EchoChannel", room="w"))
             await client.perform(ident("EchoChannel", room="w"), "pid")
             pids.add((await client.recv())["message"]["pid"])
-            clients.append(client)
             if len(pids) == 2 and len(clients) >= 4:
                 break
+            if len(pids) == 1 and len(clients) >= 4:
+                await asyncio.sleep(0.1)  # the other worker may still be starting
         assert len(pids) == 2, "every connection landed on one worker"
         await clients[0].perform(ident("EchoChannel", room="w"), "shout", payload={"to": "everyone"})
         for client in clients:
@@ -143,6 +146,8 @@ async def test_workers_serve_one_port_and_share_broadcasts(redis_server: RedisSe
             assert (await client.recv())["reason"] == "server_restart"
         assert await asyncio.wait_for(supervisor.wait(), 15) == 0
     finally:
+        for client in clients:
+            await client.close()
         if supervisor.returncode is None:
             supervisor.kill()
             await supervisor.wait()
