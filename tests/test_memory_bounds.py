@@ -54,7 +54,8 @@ async def test_a_stream_name_over_the_limit_rejects_the_subscription(
 
 async def test_clients_sending_megabyte_identifiers_leave_memory_as_it_was(launch: Launcher) -> None:
     """Three connections each subscribing 100 times with 0.9 MB identifiers (RSS went 66 -> 591 MB and
-    stayed there): every one rejected, and once they left the server holds less than 24 MB more."""
+    stayed there), twice over: every one rejected, and once they left the server holds less than 48 MB
+    more, not a share of the 540 MB sent (the allocator may keep a few of the freed 0.9 MB blocks)."""
     server = await launch("tests.fixture_app:create_app", "--log-level", "warning")
     warm = await server.client("/cable?user=warm")
     await warm.subscribe(ident("EchoChannel", room="warm"))
@@ -68,10 +69,11 @@ async def test_clients_sending_megabyte_identifiers_leave_memory_as_it_was(launc
             assert (await client.recv(10))["type"] == "reject_subscription"
         await client.close()
 
-    await asyncio.gather(*(hostile(n) for n in range(3)))
+    for _ in range(2):
+        await asyncio.gather(*(hostile(n) for n in range(3)))
     await asyncio.sleep(0.5)
     grown = rss_kib(server.process.pid) - before
-    assert grown < 24 * 1024, f"{grown} KiB"
+    assert grown < 48 * 1024, f"{grown} KiB"
     await assert_usable(warm)
 
 
