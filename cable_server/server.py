@@ -68,6 +68,7 @@ class CableServer:
         #: Services attached to this server by name (the chat service, say), like Flask's.
         self.extensions: dict[str, Any] = {}
         self._stop_callbacks: list[Callable[[], Awaitable[None]]] = []
+        self._drain_callbacks: list[Callable[[], Awaitable[None]]] = []
         self._heartbeat: asyncio.Task[None] | None = None
         #: Counters and histograms of this server, served at ``settings.metrics_path``.
         self.metrics = Metrics(self)
@@ -88,6 +89,11 @@ class CableServer:
         if self._heartbeat is not None:
             raise RuntimeError("the pub/sub backend cannot change while the server runs")
         self.router.backend = backend
+
+    def on_drain(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Await ``callback()`` when the server starts to drain, before clients are told to go
+        (at most ``shutdown_timeout``): what they should still receive is sent then."""
+        self._drain_callbacks.append(callback)
 
     def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Await ``callback()`` when the server stops, after clients were told and left."""
@@ -142,7 +148,9 @@ class CableServer:
 
     async def drain(self) -> None:
         """:meth:`restart`, then wait up to ``shutdown_timeout`` for the sockets to close."""
-        self.draining = True
+        if not self.draining:
+            self.draining = True
+            await self._before_drain()
         if not self.sessions:
             return
         logger.info("telling %d client(s) the server restarts", len(self.sessions))
@@ -150,6 +158,16 @@ class CableServer:
         deadline = time.monotonic() + self.settings.shutdown_timeout
         while self.sessions and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+
+    async def _before_drain(self) -> None:
+        try:
+            async with asyncio.timeout(self.settings.shutdown_timeout):
+                for callback in self._drain_callbacks:
+                    await callback()
+        except TimeoutError:
+            logger.warning("drain callbacks took longer than shutdown_timeout (%ss)", self.settings.shutdown_timeout)
+        except Exception:
+            logger.exception("a drain callback failed")
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: object = None) -> AsyncIterator[None]:

@@ -68,6 +68,13 @@ class ChatHarness:
         return client
 
 
+def transcript(frame: dict[str, Any]) -> list[dict[str, str]]:
+    """The messages of a ``history`` frame (which also says the model and the prompt limit)."""
+    assert frame["event"] == "history" and frame["content"] == "", frame
+    messages: list[dict[str, str]] = frame["messages"]
+    return messages
+
+
 def chat_app(fake: FakeOpenAI, **settings: Any) -> tuple[CableServer, ChatService]:
     cable = CableServer(
         connection_class=FixtureConnection,

@@ -19,7 +19,7 @@ from cable_server.llm import ChatSettings
 from cable_server.testing import FakeOpenAI, RedisServer, Reply
 from protocol_tests.client import CableClient, assert_usable
 
-from .chat_helpers import ChatHarness, read_answer, room, start_chat
+from .chat_helpers import ChatHarness, read_answer, room, start_chat, transcript
 from .conftest import ServerFactory
 
 pytestmark = pytest.mark.both_backends
@@ -97,17 +97,21 @@ async def test_anonymous_clients_cannot_stop_reset_resume_or_read_each_others_an
     await mallory.perform(room("31337"), "resume", message_id=message_id, after_seq=-1)
     assert (await mallory.recv())["message"] == {"content": "", "event": "expired", "message_id": message_id}
     await mallory.perform(room("31337"), "history")
-    assert (await mallory.recv())["message"] == {"content": "", "event": "history", "messages": []}
+    assert transcript((await mallory.recv())["message"]) == []
     await mallory.expect_silence(0.3)
 
     answer = await read_answer(alice, room(4242), timeout=10)
     assert answer.last["event"] == "done" and start["content"] + answer.text == SLOW.text
     await alice.perform(room(4242), "history")
-    messages = (await alice.recv())["message"]["messages"]
-    assert messages == [
-        {"role": "user", "content": "My bank PIN is 4321, remember it."},
-        {"role": "assistant", "content": SLOW.text},
-    ]
+    question, answer_turn = transcript((await alice.recv())["message"])
+    assert question == {"role": "user", "content": "My bank PIN is 4321, remember it."}
+    assert answer_turn == {
+        "role": "assistant",
+        "content": SLOW.text,
+        "message_id": start["message_id"],
+        "status": "done",
+        "reason": "stop",
+    }
 
 
 async def test_a_room_id_is_a_capability(serve: ServerFactory, fake_openai: FakeOpenAI) -> None:
@@ -158,7 +162,7 @@ async def test_an_anonymous_client_cannot_join_a_named_users_room(serve: ServerF
     start = (await alice.recv())["message"]
     for action, data in (("stop", {"message_id": start["message_id"]}), ("history", {}), ("reset", {})):
         await intruder.perform(room("alice"), action, **data)
-    assert (await intruder.recv())["message"] == {"content": "", "event": "history", "messages": []}
+    assert transcript((await intruder.recv())["message"]) == []
     assert (await intruder.recv())["message"] == {"content": "", "event": "reset"}
     await intruder.expect_silence(0.3)
     answer = await read_answer(alice, room("alice"), timeout=10)

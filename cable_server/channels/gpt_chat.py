@@ -53,6 +53,11 @@ def room_name(value: Any) -> str | None:
     return None
 
 
+def _request_id(value: Any) -> str | None:
+    """A client's id for its request: a short string, else none."""
+    return value if isinstance(value, str) and 0 < len(value) <= 100 else None
+
+
 def _identity_room(value: Any) -> str | None:
     if isinstance(value, str | uuid.UUID) and str(value):
         return str(value)
@@ -134,11 +139,19 @@ class GptChatChannel(Channel):
         frame goes to the sender alone; on an identified connection it is ignored.
         """
         room = self._own_room()
+        request_id = _request_id(data.get("request_id"))
+        request = {"request_id": request_id} if request_id is not None else {}
         try:
             self._check_user_id(data.get("user_id"))
-            await self.chat.start(room, data.get("user_content"), data.get("system_content"), requester=self._requester())
+            async with self._unless_unavailable("send_message", **request):
+                if request_id is not None and (message_id := await self.chat.answered(room, request_id)) is not None:
+                    await self._replay(message_id, -1)  # sent again after a reconnect: it had arrived
+                    return
+                await self.chat.start(
+                    room, data.get("user_content"), data.get("system_content"), requester=self._requester(), request_id=request_id
+                )
         except GenerationError as error:
-            self.transmit(error_frame(error))
+            self.transmit(error_frame(error, **request))
 
     async def stop(self, data: dict[str, Any]) -> None:
         """Stop the answer being written (``message_id`` optional); it ends with a ``stopped`` frame."""
@@ -157,19 +170,33 @@ class GptChatChannel(Channel):
         if not isinstance(after_seq, int) or isinstance(after_seq, bool):
             after_seq = -1
         async with self._unless_unavailable("resume"):
-            replay = await self.chat.resume(self._own_room(), message_id, max(after_seq, -1))
-            if replay is None or replay.expired:
-                if message_id is not None:
-                    self.transmit({"content": "", "event": "expired", "message_id": message_id})
-                return
-            for frame in replay.frames:
-                self.transmit({**frame, "replay": True})
+            await self._replay(message_id, max(after_seq, -1))
+
+    async def _replay(self, message_id: str | None, after_seq: int) -> None:
+        replay = await self.chat.resume(self._own_room(), message_id, after_seq)
+        if replay is None or replay.expired:
+            if message_id is not None:
+                self.transmit({"content": "", "event": "expired", "message_id": message_id})
+            return
+        for frame in replay.frames:
+            self.transmit({**frame, "replay": True})
 
     async def history(self) -> None:
-        """The room's conversation: ``{"event": "history", "messages": [{role, content}, ...]}``."""
+        """The room's transcript: ``{"event": "history", "messages": [{role, content, ...}, ...]}``,
+        each answer with its ``message_id``, ``status`` and ``reason``; and what the chat is:
+        ``model`` and ``max_prompt_chars`` (the longest ``user_content`` accepted)."""
         async with self._unless_unavailable("history"):
-            messages = await self.chat.history.load(self._own_room())
-            self.transmit({"content": "", "event": "history", "messages": messages})
+            chat = self.chat
+            messages = await chat.history.transcript(self._own_room())
+            self.transmit(
+                {
+                    "content": "",
+                    "event": "history",
+                    "messages": messages,
+                    "model": chat.model.name,
+                    "max_prompt_chars": chat.settings.max_prompt_chars,
+                }
+            )
 
     async def reset(self) -> None:
         """Forget the conversation; every subscriber of the room gets a ``reset`` frame."""
@@ -177,14 +204,14 @@ class GptChatChannel(Channel):
             await self.chat.reset(self._own_room())
 
     @contextlib.asynccontextmanager
-    async def _unless_unavailable(self, action: str) -> AsyncIterator[None]:
+    async def _unless_unavailable(self, action: str, **fields: Any) -> AsyncIterator[None]:
         """Run an action that needs the shared store; when it (Redis) fails, the client is told
-        with an ``unavailable`` error frame instead of hearing nothing."""
+        with an ``unavailable`` error frame (with ``fields``) instead of hearing nothing."""
         try:
             yield
         except (RedisError, PubSubError) as exc:
             logger.warning("%s in %s failed: %r", action, logs.clip(self.room), exc)
-            self.transmit(error_frame(classify(exc, started=False)))
+            self.transmit(error_frame(classify(exc, started=False), **fields))
 
     def _requester(self) -> str:
         """Who counts against ``max_generations_per_user``: the identified user (all their tabs

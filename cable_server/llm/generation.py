@@ -15,6 +15,11 @@ class Generation:
     """One answer being streamed into ``room``."""
 
     room: str
+    #: What the user asked (sent again in the ``start`` frame, for screens that did not see it asked).
+    question: str = ""
+    #: The id the client gave its ``send_message`` (``request_id``): the same request sent again
+    #: (after a reconnect) is this answer, not a new one.
+    request_id: str | None = None
     message_id: str = field(default_factory=lambda: f"msg_{secrets.token_hex(8)}")
     seq: int = 0
     text: list[str] = field(default_factory=list)

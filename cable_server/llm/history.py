@@ -1,4 +1,11 @@
-"""Conversation memory per room, behind a seam like the pub/sub one so Redis can hold it too."""
+"""Conversation per room, behind a seam like the pub/sub one so Redis can hold it too.
+
+A room keeps its *transcript*: every turn as the user saw it, the assistant's marked with its
+``message_id``, ``status`` (``done``, ``stopped``, ``error``) and ``reason`` (the finish reason,
+why it stopped, the error category), bounded by a number of messages. The model is given its
+*memory*, derived from it: the most recent answered turns within the message and token bounds,
+as plain ``{role, content}`` (a turn that failed before any text is not sent upstream).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +21,7 @@ import orjson
 from ..redis_client import connect
 from .models import Message
 
-__all__ = ["HistoryStore", "MemoryHistory", "RedisHistory", "estimate_tokens", "trim"]
+__all__ = ["HistoryStore", "MemoryHistory", "RedisHistory", "estimate_tokens", "memory", "trim"]
 
 
 def estimate_tokens(message: Message) -> int:
@@ -38,12 +45,32 @@ def trim(messages: Sequence[Message], *, max_messages: int, max_tokens: int) -> 
     return kept
 
 
+def memory(transcript: Sequence[Message], *, max_messages: int, max_tokens: int) -> list[Message]:
+    """What the model is given of a transcript: answered turns as ``{role, content}``, trimmed."""
+    answered: list[Message] = []
+    for message in transcript:
+        if message["role"] == "assistant" and not message["content"]:
+            if answered and answered[-1]["role"] == "user":
+                answered.pop()  # its question, never answered
+            continue
+        answered.append({"role": message["role"], "content": message["content"]})
+    return trim(answered, max_messages=max_messages, max_tokens=max_tokens)
+
+
 class HistoryStore(abc.ABC):
-    """The recent turns of each room (a room is the stream its answers go to)."""
+    """The transcript of each room (a room is the stream its answers go to), and the model's memory of it."""
+
+    #: Messages of memory given to the model, and their approximate size in tokens.
+    max_messages: int
+    max_tokens: int
+
+    async def load(self, room: str) -> list[Message]:
+        """The model's memory of the room, oldest first (see :func:`memory`)."""
+        return memory(await self.transcript(room), max_messages=self.max_messages, max_tokens=self.max_tokens)
 
     @abc.abstractmethod
-    async def load(self, room: str) -> list[Message]:
-        """The room's turns, oldest first."""
+    async def transcript(self, room: str) -> list[Message]:
+        """The room's turns as the user saw them, marks included, oldest first."""
 
     @abc.abstractmethod
     async def append(self, room: str, *messages: Message) -> None:
@@ -58,31 +85,39 @@ class HistoryStore(abc.ABC):
 
 
 class MemoryHistory(HistoryStore):
-    """In-process history, bounded per room by message count and estimated tokens, and in all by
-    ``max_bytes`` of text (the rooms least recently written are forgotten first) and by ``ttl``
-    seconds without a turn: however many rooms clients open, it holds at most that much."""
+    """In-process history, ``keep`` messages per room, and in all at most ``max_bytes`` of text (the
+    rooms least recently written are forgotten first) kept ``ttl`` seconds after a room's last
+    turn: however many rooms clients open, it holds at most that much. ``max_messages=0`` keeps
+    nothing at all (no memory, no transcript: the Rails original)."""
 
     def __init__(
-        self, *, max_messages: int = 20, max_tokens: int = 4_000, max_bytes: int = 32 << 20, ttl: float = 86_400
+        self,
+        *,
+        max_messages: int = 20,
+        max_tokens: int = 4_000,
+        keep: int = 200,
+        max_bytes: int = 32 << 20,
+        ttl: float = 86_400,
     ) -> None:
         self.max_messages = max_messages
         self.max_tokens = max_tokens
+        self.keep = keep if max_messages > 0 else 0
         self.max_bytes = max_bytes
         self.ttl = ttl
         self._rooms: collections.OrderedDict[str, _Turns] = collections.OrderedDict()  # least recent first
         self.bytes = 0
 
-    async def load(self, room: str) -> list[Message]:
+    async def transcript(self, room: str) -> list[Message]:
         self._expire()
         turns = self._rooms.get(room)
         return list(turns.messages) if turns else []
 
     async def append(self, room: str, *messages: Message) -> None:
-        if self.max_messages <= 0:  # no memory: nothing kept at all
+        if self.keep <= 0:
             return
         old = self._rooms.pop(room, None)
         self.bytes -= old.size if old else 0
-        kept = trim([*(old.messages if old else ()), *messages], max_messages=self.max_messages, max_tokens=self.max_tokens)
+        kept = [*(old.messages if old else ()), *messages][-self.keep :]
         turns = self._rooms[room] = _Turns(kept, sum(sys.getsizeof(m["content"]) for m in kept), time.monotonic())
         self.bytes += turns.size
         self._expire()
@@ -117,29 +152,36 @@ class _Turns:
 class RedisHistory(HistoryStore):
     """History in Redis lists (``[<prefix>:]cable_chat:<room>``), so any process continues a conversation.
 
-    Bounded by message count on write (LTRIM), by tokens on read; forgotten after ``ttl`` seconds idle.
+    ``keep`` messages per room (LTRIM on write); forgotten after ``ttl`` seconds idle.
     """
 
     def __init__(
-        self, url: str, *, prefix: str | None = None, max_messages: int = 20, max_tokens: int = 4_000, ttl: int = 7 * 86_400
+        self,
+        url: str,
+        *,
+        prefix: str | None = None,
+        max_messages: int = 20,
+        max_tokens: int = 4_000,
+        keep: int = 200,
+        ttl: int = 7 * 86_400,
     ) -> None:
         self.redis = connect(url)
         self.prefix = f"{prefix}:cable_chat:" if prefix else "cable_chat:"
         self.max_messages = max_messages
         self.max_tokens = max_tokens
+        self.keep = keep if max_messages > 0 else 0
         self.ttl = ttl
 
-    async def load(self, room: str) -> list[Message]:
-        raw = await self.redis.lrange(self.prefix + room, 0, -1)
-        return trim([orjson.loads(item) for item in raw], max_messages=self.max_messages, max_tokens=self.max_tokens)
+    async def transcript(self, room: str) -> list[Message]:
+        return [orjson.loads(item) for item in await self.redis.lrange(self.prefix + room, 0, -1)]
 
     async def append(self, room: str, *messages: Message) -> None:
-        if self.max_messages <= 0:  # no memory: nothing kept at all (LTRIM -0 would keep everything)
+        if self.keep <= 0:  # nothing kept at all (LTRIM -0 would keep everything)
             return
         key = self.prefix + room
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.rpush(key, *(orjson.dumps(message) for message in messages))
-            pipe.ltrim(key, -self.max_messages, -1)
+            pipe.ltrim(key, -self.keep, -1)
             pipe.expire(key, self.ttl)
             await pipe.execute()
 

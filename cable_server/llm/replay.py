@@ -47,6 +47,10 @@ class FrameStore(abc.ABC):
         """Keep ``frame`` (it has ``message_id`` and ``seq``); it becomes the room's latest generation."""
 
     @abc.abstractmethod
+    async def first(self, room: str) -> Frame | None:
+        """The first frame kept of the room's latest generation (its ``start``, unless trimmed)."""
+
+    @abc.abstractmethod
     async def replay(self, room: str, message_id: str | None, after_seq: int) -> Replay | None:
         """Frames with ``seq > after_seq`` of ``message_id`` (the room's latest when ``None``);
         ``None`` when the room has no such generation stored."""
@@ -110,6 +114,11 @@ class MemoryFrameStore(FrameStore):
         while self.bytes > self.max_bytes and len(self._generations) > 1:
             self._forget(next(iter(self._generations)))
 
+    async def first(self, room: str) -> Frame | None:
+        self._expire(time.monotonic())
+        kept = self._generations.get(self._latest.get(room, ""))
+        return kept.frames[0] if kept is not None and kept.frames else None
+
     async def replay(self, room: str, message_id: str | None, after_seq: int) -> Replay | None:
         self._expire(time.monotonic())
         message_id = message_id or self._latest.get(room)
@@ -134,8 +143,8 @@ class MemoryFrameStore(FrameStore):
 
 
 def _cost(frame: Frame) -> int:
-    content = frame.get("content")
-    return _FRAME_COST + (sys.getsizeof(content) if isinstance(content, str) else 0)
+    texts = (frame.get("content"), frame.get("question"))  # a start frame carries the question
+    return _FRAME_COST + sum(sys.getsizeof(text) for text in texts if isinstance(text, str))
 
 
 #: The events that end a generation: its frames stop coming after one of them.
@@ -184,6 +193,11 @@ class RedisFrameStore(FrameStore):
             else:
                 self._refreshed[message_id] = now
         await self._writes.execute(*commands)
+
+    async def first(self, room: str) -> Frame | None:
+        latest = await self.redis.get(f"{self.prefix}room:{room}")
+        raw = await self.redis.lindex(self.prefix + _text(latest), 0) if latest is not None else None
+        return orjson.loads(raw) if raw is not None else None
 
     async def replay(self, room: str, message_id: str | None, after_seq: int) -> Replay | None:
         if message_id is None:

@@ -7,7 +7,8 @@ by the subscription that asked for it, so another tab of the same user keeps rec
 ``stop`` from any of them ends it, and the connection's read loop never waits on the model.
 
 Every frame of a generation is ``{"content": str, "event": ..., "message_id": ..., "seq": n}``
-with ``seq`` counting from 0 without gaps: ``start``, then ``queued`` (waiting for a slot,
+with ``seq`` counting from 0 without gaps: ``start`` (``question``, and the ``request_id`` the
+client gave, if any), then ``queued`` (waiting for a slot,
 with ``position``), ``delta`` (one per upstream chunk with text), and one of ``done``
 (``finish_reason``, ``usage``), ``stopped`` (``reason``) or ``error`` (``error``:
 ``{category, message}``). A frontend that only does ``text += data.content`` shows the answer.
@@ -32,6 +33,7 @@ from ..streams import Listener
 from .claims import CONTROL_STREAM, Claims, LocalClaims, RedisClaims
 from .deadline import deadline
 from .errors import ErrorCategory, GenerationError, classify
+from .frames import FrameSender
 from .generation import Generation
 from .history import HistoryStore, MemoryHistory, RedisHistory
 from .listeners import RoomListeners
@@ -49,8 +51,6 @@ __all__ = ["ChatService", "Generation", "error_frame"]
 logger = logging.getLogger("cable_server.llm")
 
 _EXTENSION = "gpt_chat"
-#: Seconds each step of sending an answer's last frame may take (storing it, publishing it).
-_LAST_FRAME_TIMEOUT = 5.0
 
 
 def error_frame(error: GenerationError, **fields: Any) -> dict[str, Any]:
@@ -83,7 +83,11 @@ class ChatService:
         self.server = server
         self.settings = settings = settings or ChatSettings.from_env()
         self.model = model or model_for(settings)
-        bounds = {"max_messages": settings.history_messages, "max_tokens": settings.history_tokens}
+        bounds = {
+            "max_messages": settings.history_messages,
+            "max_tokens": settings.history_tokens,
+            "keep": settings.transcript_messages,
+        }
         if history is None:
             history = (
                 RedisHistory(settings.history_url, prefix=settings.history_prefix, **bounds)
@@ -99,6 +103,8 @@ class ChatService:
                 else MemoryFrameStore(ttl=ttl, max_frames=most, max_bytes=settings.resume_max_bytes)
             )
         self.frames = frames
+        #: Sends each generation's frames: kept for ``resume``, then published.
+        self.sender = FrameSender(server, frames)
         if claims is None:
             claims = RedisClaims(settings.history_url, prefix=settings.history_prefix) if settings.history_url else LocalClaims()
         #: Who writes each room's answer across processes (see :mod:`cable_server.llm.claims`).
@@ -118,6 +124,7 @@ class ChatService:
         """Attach a service to ``server`` (replacing any); it is closed when the server stops."""
         service = cls(server, settings, **options)
         server.extensions[_EXTENSION] = service
+        server.on_drain(service.interrupt)
         server.on_stop(service.close)
         logger.info("chat model: %s%s", service.model.name, " (offline demo)" if service.settings.offline else "")
         return service
@@ -133,13 +140,19 @@ class ChatService:
     # --- requests -------------------------------------------------------------------------
 
     async def start(
-        self, room: str, user_content: Any, system_content: Any = None, *, requester: str | None = None
+        self,
+        room: str,
+        user_content: Any,
+        system_content: Any = None,
+        *,
+        requester: str | None = None,
+        request_id: str | None = None,
     ) -> Generation:
         """Begin answering ``user_content`` into ``room``; the frames follow from a task.
 
         Raises :class:`GenerationError` (``invalid_request``, ``busy``) when it cannot begin:
         one generation per room (in every process sharing the claims), ``max_generations_per_user``
-        per ``requester``.
+        per ``requester``. The room's running answer to the same ``request_id`` is returned as is.
         """
         settings = self.settings
         if not isinstance(user_content, str) or not user_content.strip():
@@ -151,6 +164,8 @@ class ChatService:
             )
         running = self.active.get(room)
         if running is not None:
+            if request_id is not None and running.request_id == request_id:
+                return running
             raise _busy(running.message_id)
         if requester is not None and self._per_requester[requester] >= settings.max_generations_per_user:
             self._limit_hit(
@@ -162,7 +177,7 @@ class ChatService:
         system = self.settings.system_prompt
         if self.settings.allow_client_system_prompt and isinstance(system_content, str) and system_content.strip():
             system = system_content
-        generation = Generation(room, requester=requester)
+        generation = Generation(room, user_content, request_id, requester=requester)
         self._track(generation)  # before the claim is awaited: a second request meanwhile is busy here
         try:
             elsewhere = await self.claims.claim(room, generation.message_id)
@@ -214,6 +229,17 @@ class ChatService:
                 break
         return True
 
+    async def answered(self, room: str, request_id: str) -> str | None:
+        """The ``message_id`` of the room's latest answer if it answers ``request_id`` (a request
+        the client sent again, not knowing whether it arrived), running or ended."""
+        running = self.active.get(room)
+        if running is not None and running.request_id == request_id:
+            return running.message_id
+        first = await self.frames.first(room)
+        if first is not None and first.get("request_id") == request_id:
+            return str(first["message_id"])
+        return None
+
     async def resume(self, room: str, message_id: str | None, after_seq: int) -> Replay | None:
         """The frames of ``room``'s answer ``message_id`` (its latest when ``None``) after ``after_seq``."""
         return await self.frames.replay(room, message_id, after_seq)
@@ -229,6 +255,11 @@ class ChatService:
         room = logs.clip(room)  # a client named it
         logger.warning("generation refused in %s (%s): %s", room, kind.value, detail, extra={"limit": kind.value, "room": room})
 
+    async def interrupt(self) -> None:
+        """Stop every answer this process writes (``stopped``, reason ``shutdown``) while its
+        clients are still connected: the server is about to tell them to go."""
+        await asyncio.gather(*(self.stop(room, reason="shutdown") for room in list(self.active)))
+
     async def close(self) -> None:
         """Cancel every generation (closing its upstream stream), then the model's client."""
         self.listeners.close()
@@ -242,51 +273,6 @@ class ChatService:
         await self.frames.close()
 
     # --- one generation -------------------------------------------------------------------
-
-    async def _emit(self, generation: Generation, event: str, content: str = "", **fields: Any) -> None:
-        frame = {"content": content, "event": event, "message_id": generation.message_id, "seq": generation.seq, **fields}
-        await self.frames.append(generation.room, frame)  # kept before it is sent: a resume never misses it
-        generation.seq += 1  # only now: a frame that could not be kept is sent by no one, and leaves no gap
-        payload = encoding.dumps(frame)
-        backend = self.server.router.backend
-        try:
-            await backend.broadcast(generation.room, payload)
-        except Exception:
-            self.server.router.dispatch(generation.room, payload)  # it was kept: this process's screens get it
-            raise
-        # Published while this process's own subscription was being made again, it may come back
-        # or not; delivering it here too could show a token twice on a screen that appends
-        # ``content``, so a lost one is left to ``resume`` (the last frame is the exception: _end).
-
-    async def _end(self, generation: Generation, event: str, **fields: Any) -> None:
-        """The frame that ends an answer (``done``, ``stopped``, ``error``): it reaches this
-        process's subscribers of the room whatever fails. Kept for resume and published as
-        usual when possible (each step bounded in time); published through nothing when the
-        pub/sub fails, but delivered here directly, so no screen waits forever for the end."""
-        frame = {"content": "", "event": event, "message_id": generation.message_id, "seq": generation.seq, **fields}
-        generation.seq += 1
-        room = generation.room
-        try:
-            async with asyncio.timeout(_LAST_FRAME_TIMEOUT):
-                await self.frames.append(room, frame)
-        except Exception as exc:
-            logger.warning("generation %s: its %s frame is not kept for resume (%r)", generation.message_id, event, exc)
-        payload = encoding.dumps(frame)
-        backend = self.server.router.backend
-        try:
-            async with asyncio.timeout(_LAST_FRAME_TIMEOUT):
-                await backend.broadcast(room, payload)
-        except Exception as exc:
-            logger.warning(
-                "generation %s: cannot publish its %s frame (%r); delivered in this process only",
-                generation.message_id,
-                event,
-                exc,
-            )
-            self.server.router.dispatch(room, payload)
-        else:  # this process's subscription to Redis was lost during the answer: published frames may
-            if backend.missed_since(generation.started):  # not come back, and the last must (twice at worst)
-                self.server.router.dispatch(room, payload)
 
     async def _hear_stops(self) -> None:
         """Listen to the other processes' stop requests, once per process (claims shared only)."""
@@ -319,7 +305,7 @@ class ChatService:
         stats = GenerationStats()
         async with self.claims.held(generation.room, generation.message_id):
             outcome, event, fields = await self._generate(generation, question, system, stats)
-        await self._end(generation, event, **fields)
+        await self.sender.end(generation, event, **fields)
         stats.report(generation.message_id, generation.room, self.model.name, outcome, self._metrics)
 
     async def _generate(
@@ -330,7 +316,8 @@ class ChatService:
         self._metrics.active.inc()
         outcome = "done"
         try:
-            await self._emit(generation, "start")
+            request = {"request_id": generation.request_id} if generation.request_id is not None else {}
+            await self.sender.emit(generation, "start", question=generation.question, **request)
             await self._hear_stops()  # after the start frame: a resume finds the answer sooner
             generation.raise_if_cancelled()
             messages: list[Message] = [{"role": "system", "content": system}] if system else []
@@ -339,7 +326,7 @@ class ChatService:
             generation.raise_if_cancelled()
 
             async def queued(position: int) -> None:
-                await self._emit(generation, "queued", position=position)
+                await self.sender.emit(generation, "queued", position=position)
 
             async with self.pool.slot(queued):
                 stats.requested = time.monotonic()
@@ -365,8 +352,7 @@ class ChatService:
         finally:
             self._metrics.active.dec()
             try:
-                if generation.text or outcome == "done":
-                    await self._remember(generation, question)  # before the room is free: the next question sees it
+                await self._remember(generation, question, outcome, stats)  # before the room is free: the next question sees it
             finally:
                 self._untrack(generation)
 
@@ -383,7 +369,7 @@ class ChatService:
                     timer.in_(settings.stall_timeout)
                     stats.chunks += 1
                     generation.text.append(delta.content)
-                    await self._emit(generation, "delta", delta.content)
+                    await self.sender.emit(generation, "delta", delta.content)
                 elif stats.first_token is not None:
                     timer.in_(settings.stall_timeout)
                 stats.finish_reason = delta.finish_reason or stats.finish_reason
@@ -391,9 +377,19 @@ class ChatService:
         if stats.finish_reason is None:
             raise GenerationError(ErrorCategory.CONNECTION, "The model provider ended the stream before the answer was complete.")
 
-    async def _remember(self, generation: Generation, question: Message) -> None:
+    async def _remember(self, generation: Generation, question: Message, outcome: str, stats: GenerationStats) -> None:
+        """Add the turn to the transcript, its answer marked with how it ended (not when the
+        answer was stopped by ``reset``: the conversation is being forgotten)."""
+        status, _, reason = outcome.partition(":")  # "done", "error:<category>", or why it stopped
+        if status == "done":
+            reason = stats.finish_reason or ""
+        elif status == "reset":
+            return
+        elif status != "error":
+            status, reason = "stopped", outcome
+        answer = {"role": "assistant", "content": generation.answer, "message_id": generation.message_id}
         try:
-            await self.history.append(generation.room, question, {"role": "assistant", "content": generation.answer})
+            await self.history.append(generation.room, question, {**answer, "status": status, "reason": reason})
         except RedisError as exc:  # an outage, already logged where it is noticed
             logger.warning("generation %s: cannot save the conversation (%r)", generation.message_id, exc)
         except Exception:

@@ -60,9 +60,12 @@ class ChatSettings:
     #: have running at once, across rooms; one more is refused as ``busy``. A room has one at a
     #: time anyway; this stops an anonymous connection from starting answers in many rooms.
     max_generations_per_user: int = 2
-    #: Turns kept per room, and their approximate size in tokens (4 characters each).
+    #: Messages of a room's conversation given to the model, and their approximate size in
+    #: tokens (4 characters each); 0 messages: no memory, and nothing kept (the Rails original).
     history_messages: int = 20
     history_tokens: int = 4_000
+    #: Messages of a room's transcript kept (what ``history`` returns, every turn marked).
+    transcript_messages: int = 200
     #: In process: characters of history kept in all rooms together (the rooms least recently
     #: written are forgotten first), and seconds a room's history is kept after its last turn.
     history_max_bytes: int = 32 << 20
