@@ -5,104 +5,28 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, expect
+from playwright.async_api import BrowserContext, expect
 
-from cable_server import CableServer, Settings
-from cable_server.demo import create_app
-from cable_server.llm import ChatSettings
 from cable_server.testing import FakeOpenAI, Reply
 
-from .conftest import RunningServer, ServerFactory
+from .chat_page import SLOW, WORDS, ChatPage, Site, words
+from .conftest import ServerFactory
 from .frontend import NginxFactory, screenshot
 from .proxy import cuttable_proxy
-
-WORDS = Reply(chunks=[f"word{k} " for k in range(40)], delay=0.02)
-SLOW = Reply(chunks=[f"slow{k} " for k in range(400)], delay=0.02)
-
-# Records the last answer's text after every DOM change, to check it only ever grows.
-SNAPSHOTS = """
-window.__snapshots = [];
-new MutationObserver(() => {
-  const answers = document.querySelectorAll('[data-role=assistant] .markdown');
-  if (answers.length) window.__snapshots.push(answers[answers.length - 1].textContent);
-}).observe(document, { subtree: true, childList: true, characterData: true });
-"""
-
-
-@dataclass
-class Site:
-    """The chat app as the browser reaches it, and the cable-server behind it."""
-
-    url: str
-    backend: RunningServer
-    serve: ServerFactory
-    fake: FakeOpenAI
-
-    def app(self) -> CableServer:
-        cable = create_app(ChatSettings(api_key="sk-test", base_url=self.fake.url, max_retries=0))
-        cable.settings = Settings(shutdown_timeout=1.0)
-        return cable
-
-    async def restart_backend(self) -> None:
-        """Stop the server (clients get server_restart) and start a new one on the same port."""
-        port = self.backend.port
-        await self.backend.stop()
-        self.backend = await self.serve(self.app(), port=port)
 
 
 @pytest.fixture(params=["direct", "nginx-ws", "nginx-wss"])
 async def site(
     request: pytest.FixtureRequest, serve: ServerFactory, fake_openai: FakeOpenAI, vue_chat_dist: Path, nginx: NginxFactory
 ) -> Site:
-    placeholder = Site("", None, serve, fake_openai)  # type: ignore[arg-type]
-    backend = await serve(placeholder.app())
-    site = Site(backend.http_url, backend, serve, fake_openai)
+    site = await Site.start(serve, fake_openai)
     if request.param != "direct":
-        proxy = await nginx(backend.port, vue_chat_dist)
+        proxy = await nginx(site.backend.port, vue_chat_dist)
         site.url = proxy.url("https" if request.param == "nginx-wss" else "http")
     return site
-
-
-@pytest.fixture
-async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
-    context = await browser.new_context(ignore_https_errors=True)  # the test's self-signed certificate
-    await context.add_init_script(SNAPSHOTS)
-    yield context
-    await context.close()
-
-
-class ChatPage:
-    def __init__(self, page: Page) -> None:
-        self.page = page
-        self.state = page.locator("[data-role=state]")
-        self.answers = page.locator("[data-role=assistant]")
-
-    @classmethod
-    async def open(cls, context: BrowserContext, url: str) -> ChatPage:
-        page = await context.new_page()
-        await page.goto(url + "/")
-        chat = cls(page)
-        await expect(chat.state).to_have_text("live", timeout=10_000)
-        return chat
-
-    async def ask(self, text: str) -> None:
-        await self.page.locator("[data-role=draft]").fill(text)
-        await self.page.locator("[data-role=draft]").press("Enter")
-
-    async def answer(self, index: int, status: str = "done") -> str:
-        """The text of answer ``index`` once its status is ``status``."""
-        answer = self.answers.nth(index)
-        await expect(answer).to_have_attribute("data-status", status, timeout=20_000)
-        return await answer.locator(".markdown").inner_text()
-
-
-def words(text: str) -> list[str]:
-    return text.split()
 
 
 async def test_a_prompt_streams_into_the_page_in_order(
@@ -137,11 +61,14 @@ async def test_stop_ends_the_answer_and_the_upstream_request(site: Site, context
 
 
 async def test_an_upstream_error_is_shown_in_place(site: Site, context: BrowserContext) -> None:
-    """A 429 from the provider appears under the answer it ended, and the next prompt works."""
-    site.fake.push(Reply.error(429, "Rate limit reached for requests."), Reply(chunks=["fine", " now"]))
+    """A 429 from the provider appears under the answer it ended, in the user's words (not the
+    provider's message, which can name keys and organisations), and the next prompt works."""
+    site.fake.push(Reply.error(429, "Rate limit reached for requests in org-secret."), Reply(chunks=["fine", " now"]))
     chat = await ChatPage.open(context, site.url)
     await chat.ask("Hello?")
-    await expect(chat.answers.nth(0).locator("[data-role=error]")).to_contain_text("Rate limit reached", timeout=10_000)
+    error = chat.answers.nth(0).locator("[data-role=error]")
+    await expect(error).to_have_text("The model is getting too many requests right now. Try again in a moment.", timeout=10_000)
+    await expect(chat.page.locator("body")).not_to_contain_text("org-secret")
     await chat.ask("Again?")
     assert await chat.answer(1) == "fine now"
 
@@ -173,8 +100,7 @@ async def test_a_cut_connection_mid_answer_still_shows_the_whole_answer(
     serve: ServerFactory, fake_openai: FakeOpenAI, vue_chat_dist: Path, context: BrowserContext
 ) -> None:
     """The TCP connection dies mid-answer: the app reconnects by itself, resumes, and shows every word once."""
-    placeholder = Site("", None, serve, fake_openai)  # type: ignore[arg-type]
-    backend = await serve(placeholder.app())
+    backend = (await Site.start(serve, fake_openai)).backend
     answer = Reply(chunks=[f"part{k} " for k in range(120)], delay=0.02)
     fake_openai.push(answer)
     async with cuttable_proxy(backend.port) as proxy:
