@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -61,6 +62,19 @@ class Site:
         self.backend = await self.serve(self.app(), port=port)
 
 
+DemoFactory = Callable[..., Awaitable[Site]]
+
+
+@pytest.fixture
+def demo(serve: ServerFactory, fake_openai: FakeOpenAI, vue_chat_dist: Path) -> DemoFactory:
+    """``await demo(**chat_settings)``: the demo app, serving the freshly built Vue chat, on ``fake_openai``."""
+
+    async def start(**settings: Any) -> Site:
+        return await Site.start(serve, fake_openai, **settings)
+
+    return start
+
+
 @pytest.fixture
 async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
     context = await browser.new_context(ignore_https_errors=True)  # the test's self-signed certificate
@@ -74,7 +88,7 @@ class ChatPage:
         self.page = page
         self.state = page.locator("[data-role=state]")
         self.answers = page.locator("[data-role=assistant]")
-        self.questions = page.locator("[data-role=user]")
+        self.questions = page.locator("[data-role=user] .text")
         self.draft = page.locator("[data-role=draft]")
 
     @classmethod

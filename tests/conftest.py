@@ -16,12 +16,12 @@ from cable_server.runner import CableUvicornServer, config_for
 from cable_server.testing import FakeOpenAI, RedisServer
 from protocol_tests.client import CableClient
 
-from .chat_page import context
+from .chat_page import context, demo
 from .fixture_app import create_app
 from .frontend import browser, nginx, vue_chat_dist
 from .processes import launch
 
-__all__ = ["browser", "context", "launch", "nginx", "vue_chat_dist"]  # fixtures defined in their own modules
+__all__ = ["browser", "context", "demo", "launch", "nginx", "vue_chat_dist"]  # fixtures defined in their own modules
 
 
 @dataclass

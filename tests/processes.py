@@ -80,10 +80,15 @@ async def launch(tmp_path: Path) -> AsyncIterator[Launcher]:
     started: list[ServerProcess] = []
 
     async def start(
-        *args: str, env: dict[str, str] | None = None, command: tuple[str, ...] = (COMMAND,), tls: bool = False
+        *args: str,
+        env: dict[str, str] | None = None,
+        command: tuple[str, ...] = (COMMAND,),
+        tls: bool = False,
+        port: int | None = None,
     ) -> ServerProcess:
-        """``env``: variables set on top of a copy of ours without any OPENAI_/CABLE_ one."""
-        port = free_port()
+        """``env``: variables set on top of a copy of ours without any OPENAI_/CABLE_ one; ``port``:
+        that one (a server started again where its clients are), else a free one."""
+        port = port or free_port()
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CABLE_"))}
         if tls:
             cert, key = self_signed_certificate(tmp_path)

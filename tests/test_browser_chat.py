@@ -12,17 +12,14 @@ from playwright.async_api import BrowserContext, expect
 
 from cable_server.testing import FakeOpenAI, Reply
 
-from .chat_page import SLOW, WORDS, ChatPage, Site, words
-from .conftest import ServerFactory
+from .chat_page import SLOW, WORDS, ChatPage, DemoFactory, Site, words
 from .frontend import NginxFactory, screenshot
 from .proxy import cuttable_proxy
 
 
 @pytest.fixture(params=["direct", "nginx-ws", "nginx-wss"])
-async def site(
-    request: pytest.FixtureRequest, serve: ServerFactory, fake_openai: FakeOpenAI, vue_chat_dist: Path, nginx: NginxFactory
-) -> Site:
-    site = await Site.start(serve, fake_openai)
+async def site(request: pytest.FixtureRequest, demo: DemoFactory, vue_chat_dist: Path, nginx: NginxFactory) -> Site:
+    site = await demo()
     if request.param != "direct":
         proxy = await nginx(site.backend.port, vue_chat_dist)
         site.url = proxy.url("https" if request.param == "nginx-wss" else "http")
@@ -97,10 +94,10 @@ async def test_the_app_reconnects_after_a_server_restart(site: Site, context: Br
 
 
 async def test_a_cut_connection_mid_answer_still_shows_the_whole_answer(
-    serve: ServerFactory, fake_openai: FakeOpenAI, vue_chat_dist: Path, context: BrowserContext
+    demo: DemoFactory, fake_openai: FakeOpenAI, context: BrowserContext
 ) -> None:
     """The TCP connection dies mid-answer: the app reconnects by itself, resumes, and shows every word once."""
-    backend = (await Site.start(serve, fake_openai)).backend
+    backend = (await demo()).backend
     answer = Reply(chunks=[f"part{k} " for k in range(120)], delay=0.02)
     fake_openai.push(answer)
     async with cuttable_proxy(backend.port) as proxy:

@@ -128,3 +128,24 @@ async def test_shutdown_ends_each_answer_with_stopped_before_the_restart_notice(
     await stopping
     [question, turn] = await chat.service.history.transcript("gpt_chat:alice")
     assert (question["content"], turn["status"], turn["reason"]) == ("long one", "stopped", "shutdown")
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_reset_forgets_the_last_answer_too(
+    serve: ServerFactory, fake_openai: FakeOpenAI, redis_server: RedisServer, store: str
+) -> None:
+    """After reset, a page that loads (history, then resume of the latest answer) finds nothing:
+    the answer is not brought back by its kept frames; resuming it by id says expired."""
+    options: dict[str, Any] = {"history_url": redis_server.url, "history_prefix": "forget"} if store == "redis" else {}
+    chat = await start_chat(serve, fake_openai, **options)
+    alice = await chat.user("alice")
+    await alice.perform(room("alice"), "send_message", user_content="hi")
+    message_id = (await read_answer(alice, room("alice"))).frames[0]["message_id"]
+    await alice.perform(room("alice"), "reset")
+    assert (await alice.recv())["message"] == {"content": "", "event": "reset"}
+    await alice.perform(room("alice"), "resume")
+    await alice.expect_silence(0.3)
+    await alice.perform(room("alice"), "resume", message_id=message_id, after_seq=-1)
+    assert (await alice.recv())["message"] == {"content": "", "event": "expired", "message_id": message_id}
+    await alice.perform(room("alice"), "history")
+    assert transcript((await alice.recv())["message"]) == []

@@ -47,6 +47,10 @@ class FrameStore(abc.ABC):
         """Keep ``frame`` (it has ``message_id`` and ``seq``); it becomes the room's latest generation."""
 
     @abc.abstractmethod
+    async def forget(self, room: str) -> None:
+        """Drop the room's latest generation (the conversation was reset: nothing to resume)."""
+
+    @abc.abstractmethod
     async def first(self, room: str) -> Frame | None:
         """The first frame kept of the room's latest generation (its ``start``, unless trimmed)."""
 
@@ -113,6 +117,11 @@ class MemoryFrameStore(FrameStore):
         kept.expires = now + self.ttl
         while self.bytes > self.max_bytes and len(self._generations) > 1:
             self._forget(next(iter(self._generations)))
+
+    async def forget(self, room: str) -> None:
+        message_id = self._latest.get(room)
+        if message_id is not None and message_id in self._generations:
+            self._forget(message_id)
 
     async def first(self, room: str) -> Frame | None:
         self._expire(time.monotonic())
@@ -193,6 +202,12 @@ class RedisFrameStore(FrameStore):
             else:
                 self._refreshed[message_id] = now
         await self._writes.execute(*commands)
+
+    async def forget(self, room: str) -> None:
+        latest = await self.redis.get(f"{self.prefix}room:{room}")
+        if latest is not None:
+            message_id = _text(latest)
+            await self.redis.delete(self.prefix + message_id, f"{self.prefix}owner:{message_id}", f"{self.prefix}room:{room}")
 
     async def first(self, room: str) -> Frame | None:
         latest = await self.redis.get(f"{self.prefix}room:{room}")

@@ -245,9 +245,11 @@ class ChatService:
         return await self.frames.replay(room, message_id, after_seq)
 
     async def reset(self, room: str) -> None:
-        """Stop the room's generation, forget its conversation, and tell its subscribers."""
+        """Stop the room's generation, forget its conversation (and its last answer's frames, so
+        that a ``resume`` does not bring it back), and tell its subscribers."""
         await self.stop(room, reason="reset")
         await self.history.clear(room)
+        await self.frames.forget(room)
         await self.server.broadcast(room, {"content": "", "event": "reset"})
 
     def _limit_hit(self, kind: LimitKind, room: str, detail: str) -> None:
