@@ -69,9 +69,12 @@ def npm(folder: Path, *args: str) -> None:
 
 
 def npm_ci(folder: Path, *packages: str) -> Path:
-    """``npm ci`` in ``folder`` unless each of ``packages`` is already in its node_modules."""
+    """``npm ci`` in ``folder`` unless its node_modules was installed from its current lock file
+    and holds each of ``packages``."""
     modules = folder / "node_modules"
-    if not modules.is_dir() or not all((modules / name / "package.json").exists() for name in packages):
+    installed = modules / ".package-lock.json"  # npm writes it on every install
+    current = installed.exists() and installed.stat().st_mtime >= (folder / "package-lock.json").stat().st_mtime
+    if not current or not all((modules / name / "package.json").exists() for name in packages):
         npm(folder, "ci", "--no-audit", "--no-fund")
     return modules
 
