@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     sizes.add_argument("--storm-concurrency", type=int, default=200, help="connections in flight in the storm (200)")
     sizes.add_argument("--stream-chunks", type=_counts, help="chunks of the flat-out answer (20000; quick 2000)")
     sizes.add_argument("--burst-messages", type=_counts, help="messages of the EchoChannel burst (20000; quick 2000)")
-    sizes.add_argument("--chats", type=_counts, help="concurrent chats (20,100,300,1000; quick 5,10)")
+    sizes.add_argument("--chats", type=_counts, help="concurrent chats (20,100,300,1000; quick 10)")
     sizes.add_argument("--redis-chats", type=_counts, help="concurrent chats on Redis, --workers 2 (300,1000; quick 10)")
     sizes.add_argument("--chat-chunks", type=int, help="chunks per chat answer at 20 tokens/s (100; quick 20)")
     return parser

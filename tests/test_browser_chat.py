@@ -1,4 +1,5 @@
-"""The Vue chat (examples/vue-chat, actioncable-vue) in headless Chromium: direct, and through nginx over ws:// and wss://."""
+"""The Vue chat (examples/vue-chat, actioncable-vue) in headless Chromium: direct, and through nginx over ws:// and wss://
+(streaming and reconnecting; what does not depend on the way there, Stop, errors, two tabs, directly)."""
 
 from __future__ import annotations
 
@@ -42,8 +43,9 @@ async def test_a_prompt_streams_into_the_page_in_order(
     await screenshot(chat.page, f"vue-chat-{request.node.callspec.id}")
 
 
-async def test_stop_ends_the_answer_and_the_upstream_request(site: Site, context: BrowserContext) -> None:
+async def test_stop_ends_the_answer_and_the_upstream_request(demo: DemoFactory, context: BrowserContext) -> None:
     """Stop mid-answer: the turn says stopped, the Stop button goes, upstream saw the stream closed."""
+    site = await demo()
     site.fake.push(SLOW)
     chat = await ChatPage.open(context, site.url)
     await chat.ask("Tell me everything")
@@ -57,9 +59,10 @@ async def test_stop_ends_the_answer_and_the_upstream_request(site: Site, context
     assert upstream.closed_early
 
 
-async def test_an_upstream_error_is_shown_in_place(site: Site, context: BrowserContext) -> None:
+async def test_an_upstream_error_is_shown_in_place(demo: DemoFactory, context: BrowserContext) -> None:
     """A 429 from the provider appears under the answer it ended, in the user's words (not the
     provider's message, which can name keys and organisations), and the next prompt works."""
+    site = await demo()
     site.fake.push(Reply.error(429, "Rate limit reached for requests in org-secret."), Reply(chunks=["fine", " now"]))
     chat = await ChatPage.open(context, site.url)
     await chat.ask("Hello?")
@@ -70,8 +73,9 @@ async def test_an_upstream_error_is_shown_in_place(site: Site, context: BrowserC
     assert await chat.answer(1) == "fine now"
 
 
-async def test_two_tabs_of_one_user_both_see_the_answer(site: Site, context: BrowserContext) -> None:
+async def test_two_tabs_of_one_user_both_see_the_answer(demo: DemoFactory, context: BrowserContext) -> None:
     """Two tabs share the user (and room): an answer asked in one streams into both."""
+    site = await demo()
     site.fake.push(WORDS)
     first = await ChatPage.open(context, site.url)
     second = await ChatPage.open(context, site.url)

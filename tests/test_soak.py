@@ -1,6 +1,6 @@
 """Soak: thousands of clients connecting, chatting, dropping and coming back; nothing lost, nothing leaked.
 
-The CI run is short (``CABLE_SOAK_SECONDS``, default 30; ``CABLE_SOAK_CLIENTS``, default 2,000);
+The CI run is short (``CABLE_SOAK_SECONDS``, default 20; ``CABLE_SOAK_CLIENTS``, default 2,000);
 run it longer by hand, e.g. ``CABLE_SOAK_SECONDS=600 pytest tests/test_soak.py -s``.
 """
 
@@ -24,7 +24,7 @@ from .chat_helpers import Assembled, chat_app, room, script
 from .conftest import ServerFactory
 from .rawws import RawCable
 
-SECONDS = float(os.environ.get("CABLE_SOAK_SECONDS", "30"))
+SECONDS = float(os.environ.get("CABLE_SOAK_SECONDS", "20"))
 CLIENTS = int(os.environ.get("CABLE_SOAK_CLIENTS", "2000"))
 CHATTERS = 50  # users asking questions all the time; the rest hold idle connections and churn
 

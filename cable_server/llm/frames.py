@@ -30,6 +30,8 @@ class FrameSender:
         self._frames = frames
 
     async def emit(self, generation: Generation, event: str, content: str = "", **fields: Any) -> None:
+        """Keep and publish the next frame of ``generation``; if the publish fails, this process's
+        screens still get it (it was kept) and the error is raised (the answer fails)."""
         frame = {"content": content, "event": event, "message_id": generation.message_id, "seq": generation.seq, **fields}
         await self._frames.append(generation.room, frame)  # kept before it is sent: a resume never misses it
         generation.seq += 1  # only now: a frame that could not be kept is sent by no one, and leaves no gap
