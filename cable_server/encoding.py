@@ -159,9 +159,15 @@ _decoder = json.JSONDecoder(parse_constant=_refuse_constant)
 MAX_NESTING = 100
 
 
+#: A ``\\uD800``-``\\uDFFF`` escape: only its presence makes :func:`loads` look for a lone one.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def loads(text: str | bytes) -> Any:
     """Decode JSON text; raises :class:`DecodeError` for anything Ruby's parser refuses, nesting
-    deeper than :data:`MAX_NESTING` included."""
+    deeper than :data:`MAX_NESTING` included, and for a lone surrogate escape (``"\\ud800"``):
+    it is no character, nothing could encode it again (a stored question holding one would
+    break every later ``history`` of its room)."""
     try:
         if isinstance(text, bytes):
             text = text.decode()
@@ -172,7 +178,27 @@ def loads(text: str | bytes) -> Any:
         raise DecodeError(str(exc)) from exc
     if text.count("[") + text.count("{") > MAX_NESTING and _depth(value) > MAX_NESTING:  # counted in C first
         raise DecodeError(f"nesting deeper than {MAX_NESTING}")
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text) and _lone_surrogate(value):
+        raise DecodeError("a lone UTF-16 surrogate is not text")
     return value
+
+
+def _lone_surrogate(value: Any) -> bool:
+    """Whether a string in ``value`` (keys included) holds a surrogate no pair completed."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return True
+    return False
 
 
 def _depth(value: Any) -> int:

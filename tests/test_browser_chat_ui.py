@@ -199,3 +199,22 @@ async def test_desktop_and_phone_screens(demo: DemoFactory, fake_openai: FakeOpe
             assert await chat.draft.evaluate("(el) => getComputedStyle(el).fontSize") == "16px"
         await screenshot(chat.page, f"vue-chat-{name}")
         await context.close()
+
+
+async def test_a_reference_link_points_where_its_own_answer_defines_it(
+    demo: DemoFactory, fake_openai: FakeOpenAI, context: BrowserContext
+) -> None:
+    """Two answers with the same sentence "[the page][d]" and different definitions of [d]: each
+    link goes to its own answer's (a rendered block is reused only with the same definitions)."""
+    site = await demo()
+    for target in ("https://first.example/", "https://second.example/"):
+        fake_openai.push(Reply(chunks=["Read [the page][d].\n\n", f"[d]: {target}\n"]))
+    chat = await ChatPage.open(context, site.url)
+    for n, question in enumerate(("one", "two")):
+        await chat.ask(question)
+        await chat.answer(n)
+    links = chat.page.locator("[data-role=assistant] a")
+    assert [await link.get_attribute("href") for link in await links.all()] == [
+        "https://first.example/",
+        "https://second.example/",
+    ]

@@ -337,6 +337,17 @@ def test_loads_refuses_non_standard_constants(text: str) -> None:
         loads(text)
 
 
+@pytest.mark.parametrize("text", [r'"hi \ud800 there"', r'{"a":["\uDC00"]}', r'{"\udbff":1}', r'"\ude00\ud83d"'])
+def test_loads_refuses_a_lone_surrogate(text: str) -> None:
+    """A lone surrogate escape is no character: nothing could encode it again, so it is refused."""
+    with pytest.raises(DecodeError):
+        loads(text)
+
+
+def test_loads_keeps_surrogate_pairs_and_escaped_backslashes() -> None:
+    assert loads(r'["\ud83d\ude00", "\\ud800"]') == ["\U0001f600", "\\ud800"]
+
+
 @pytest.mark.parametrize(
     "text",
     ["", " ", "{not json", "[1,]", '{"a":1,}', "{'a':1}", "[1] x", '"unterminated', '"a\x01b"', "undefined", "{"],

@@ -16,6 +16,22 @@ from .conftest import ServerFactory
 SLOW = Reply(chunks=[f"t{k} " for k in range(200)], delay=0.02)
 
 
+async def test_the_providers_message_is_logged_and_sent_only_when_exposed(
+    serve: ServerFactory, fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 401 whose message names the key: in the server's log always; in the error frame (which
+    every reader of the room gets) only with expose_provider_errors."""
+    leak = "Incorrect API key provided: sk-test-****1234."
+    for expose in (False, True):
+        chat = await start_chat(serve, fake_openai, expose_provider_errors=expose)
+        fake_openai.push(Reply.error(401, leak, "invalid_api_key"))
+        alice = await chat.user("alice")
+        await alice.perform(room("alice"), "send_message", user_content="hi")
+        message = (await read_answer(alice, room("alice"))).last["error"]["message"]
+        assert (leak in message) is expose, message
+    assert sum(leak in record.getMessage() for record in caplog.records) == 2
+
+
 @pytest.mark.parametrize(
     ("reply", "category"),
     [
@@ -46,8 +62,8 @@ async def test_upstream_failures_become_an_error_frame_with_a_category(
     assert error["event"] == "error" and error["content"] == ""
     assert error["error"]["category"] == category
     assert isinstance(error["error"]["message"], str) and error["error"]["message"]
-    if reply.status != 200 and category != "upstream":
-        assert reply.error_message in error["error"]["message"]
+    if reply.status != 200:  # what the provider said can name keys and hosts: it is not sent
+        assert reply.error_message not in error["error"]["message"]
     await alice.perform(room("alice"), "send_message", user_content="again")
     assert (await read_answer(alice, room("alice"))).last["event"] == "done"
     await assert_usable(alice)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -101,14 +102,12 @@ async def test_a_request_sent_again_is_the_same_answer(
 
 async def test_a_refused_request_names_its_request_id(serve: ServerFactory, fake_openai: FakeOpenAI) -> None:
     """A refusal (here a question over max_prompt_chars) carries the request_id, so the screen knows
-    which message was not sent; an over-long request_id is not echoed."""
+    which message was not sent."""
     chat = await start_chat(serve, fake_openai, max_prompt_chars=10)
     alice = await chat.user("alice")
     await alice.perform(room("alice"), "send_message", user_content="x" * 11, request_id="req-9")
     error = (await alice.recv())["message"]
     assert (error["event"], error["request_id"], error["error"]["category"]) == ("error", "req-9", "invalid_request")
-    await alice.perform(room("alice"), "send_message", user_content="x" * 11, request_id="r" * 101)
-    assert "request_id" not in (await alice.recv())["message"]
 
 
 async def test_shutdown_ends_each_answer_with_stopped_before_the_restart_notice(
@@ -149,3 +148,45 @@ async def test_reset_forgets_the_last_answer_too(
     assert (await alice.recv())["message"] == {"content": "", "event": "expired", "message_id": message_id}
     await alice.perform(room("alice"), "history")
     assert transcript((await alice.recv())["message"]) == []
+
+
+async def test_a_lone_surrogate_cannot_poison_a_rooms_transcript(serve: ServerFactory, fake_openai: FakeOpenAI) -> None:
+    """A question holding "\\ud800" (no character: it could never be encoded again) is refused as
+    malformed; the room's history and resume go on working."""
+    chat = await start_chat(serve, fake_openai)
+    alice = await chat.user("alice")
+    data = r'{"action":"send_message","user_content":"hi \ud800 there","request_id":"\udfff"}'
+    await alice.send({"command": "message", "identifier": room("alice"), "data": data})
+    await alice.expect_silence(0.3)
+    assert fake_openai.requests == []
+    await alice.perform(room("alice"), "send_message", user_content="fine")
+    await read_answer(alice, room("alice"))
+    await alice.perform(room("alice"), "history")
+    assert transcript((await alice.recv())["message"])[0]["content"] == "fine"
+
+
+async def test_one_history_frame_carries_the_latest_turns_within_its_size(serve: ServerFactory, fake_openai: FakeOpenAI) -> None:
+    """Questions of 3,000 '<' (18 kB each once escaped as Rails does) with history_frame_bytes=50 kB:
+    the history frame holds the latest that fit, says it is truncated, and stays under the bound."""
+    chat = await start_chat(serve, fake_openai, history_frame_bytes=50_000)
+    alice = await chat.user("alice")
+    for n in range(6):
+        await alice.perform(room("alice"), "send_message", user_content=f"{n}" + "<" * 3_000)
+        await read_answer(alice, room("alice"))
+    await alice.perform(room("alice"), "history")
+    frame = (await alice.recv())["message"]
+    questions = [m["content"][0] for m in transcript(frame) if m["role"] == "user"]
+    assert frame["truncated"] is True and questions == ["4", "5"]
+    assert len(json.dumps(frame["messages"])) < 50_000
+
+
+async def test_a_request_id_that_is_not_a_short_string_is_refused(serve: ServerFactory, fake_openai: FakeOpenAI) -> None:
+    """A request_id the server cannot echo (a number, an object, "", over 100 characters) would
+    leave the client unable to recognise its answer: refused, nothing started."""
+    chat = await start_chat(serve, fake_openai)
+    alice = await chat.user("alice")
+    for request_id in (42, {}, "", "r" * 101):
+        await alice.perform(room("alice"), "send_message", user_content="hi", request_id=request_id)
+        error = (await alice.recv())["message"]
+        assert (error["event"], error["error"]["category"]) == ("error", "invalid_request")
+    assert fake_openai.requests == []

@@ -215,9 +215,10 @@ def test_classify_maps_failures_to_categories(error: BaseException, started: boo
     assert classify(error, started=started).category is category
 
 
-def test_classify_keeps_the_providers_message() -> None:
+def test_classify_keeps_the_providers_message_as_detail() -> None:
     error = classify(_status_error(429, {"message": "Slow down", "type": "rate_limit"}), started=False)
-    assert error.category is ErrorCategory.RATE_LIMIT and "Slow down" in error.message
+    assert error.category is ErrorCategory.RATE_LIMIT and error.detail == "Slow down"
+    assert "Slow down" not in error.as_dict()["message"] and "Slow down" in error.as_dict(detail=True)["message"]
 
 
 async def test_the_offline_model_streams_a_labelled_answer_word_by_word() -> None:

@@ -37,6 +37,7 @@ from .. import logs
 from ..channel import Channel
 from ..errors import PubSubError
 from ..llm.errors import ErrorCategory, GenerationError, classify
+from ..llm.history import latest
 from ..llm.service import ChatService, error_frame
 
 __all__ = ["GptChatChannel", "room_name"]
@@ -143,6 +144,8 @@ class GptChatChannel(Channel):
         request = {"request_id": request_id} if request_id is not None else {}
         try:
             self._check_user_id(data.get("user_id"))
+            if request_id is None and data.get("request_id") is not None:
+                raise GenerationError(ErrorCategory.INVALID_REQUEST, "request_id must be a string of 1 to 100 characters.")
             async with self._unless_unavailable("send_message", **request):
                 if request_id is not None and (message_id := await self.chat.answered(room, request_id)) is not None:
                     await self._replay(message_id, -1)  # sent again after a reconnect: it had arrived
@@ -183,20 +186,17 @@ class GptChatChannel(Channel):
 
     async def history(self) -> None:
         """The room's transcript: ``{"event": "history", "messages": [{role, content, ...}, ...]}``,
-        each answer with its ``message_id``, ``status`` and ``reason``; and what the chat is:
-        ``model`` and ``max_prompt_chars`` (the longest ``user_content`` accepted)."""
+        each answer with its ``message_id``, ``status`` and ``reason``, the latest that fit in
+        ``history_frame_bytes`` (``"truncated": true`` when older ones were left out); and what
+        the chat is: ``model`` and ``max_prompt_chars`` (the longest ``user_content`` accepted)."""
         async with self._unless_unavailable("history"):
             chat = self.chat
             messages = await chat.history.transcript(self._own_room())
-            self.transmit(
-                {
-                    "content": "",
-                    "event": "history",
-                    "messages": messages,
-                    "model": chat.model.name,
-                    "max_prompt_chars": chat.settings.max_prompt_chars,
-                }
-            )
+            kept = latest(messages, chat.settings.history_frame_bytes)
+            frame: dict[str, Any] = {"content": "", "event": "history", "messages": kept}
+            if len(kept) < len(messages):
+                frame["truncated"] = True
+            self.transmit({**frame, "model": chat.model.name, "max_prompt_chars": chat.settings.max_prompt_chars})
 
     async def reset(self) -> None:
         """Forget the conversation; every subscriber of the room gets a ``reset`` frame."""

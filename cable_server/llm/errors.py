@@ -1,4 +1,10 @@
-"""Why a generation failed, in categories a frontend can act on, with a message a human can read."""
+"""Why a generation failed, in categories a frontend can act on, with a message a human can read.
+
+The message sent to clients is ours, one sentence per kind of failure; what the provider said
+(which can name the API key's last digits, the organisation, a project or an internal host) is
+the error's ``detail``: logged, and sent only where ``expose_provider_errors`` is set, since an
+error frame reaches every reader of the room and is kept for ``resume``.
+"""
 
 from __future__ import annotations
 
@@ -50,16 +56,22 @@ class ErrorCategory(enum.StrEnum):
 class GenerationError(CableError):
     """A generation ended without an answer; sent to the client as an ``error`` frame."""
 
-    def __init__(self, category: ErrorCategory, message: str, *, message_id: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, category: ErrorCategory, message: str, *, message_id: str | None = None, detail: str | None = None
+    ) -> None:
+        super().__init__(message if detail is None else f"{message} ({detail})")
         self.category = category
         self.message = message
         #: ``busy``: the answer being written, which the client may ``stop``.
         self.message_id = message_id
+        #: What the model provider said, for the log (see the module's docstring).
+        self.detail = detail
 
-    def as_dict(self) -> dict[str, str]:
-        """``{"category": ..., "message": ...}``, the ``error`` of an ``error`` frame."""
-        return {"category": self.category.value, "message": self.message}
+    def as_dict(self, *, detail: bool = False) -> dict[str, str]:
+        """``{"category": ..., "message": ...}``, the ``error`` of an ``error`` frame; the
+        provider's ``detail`` appended to the message only when asked."""
+        message = f"{self.message} {self.detail}" if detail and self.detail else self.message
+        return {"category": self.category.value, "message": message}
 
 
 def _upstream_message(error: openai.APIStatusError) -> str:
@@ -101,16 +113,17 @@ def classify(error: BaseException, *, started: bool) -> GenerationError:
         detail = _upstream_message(error)
         status = error.status_code
         if status in (401, 403):
-            return GenerationError(ErrorCategory.AUTH, f"The model provider refused the API key: {detail}")
+            return GenerationError(ErrorCategory.AUTH, "The model provider refused the server's credentials.", detail=detail)
         if status == 429:
-            return GenerationError(ErrorCategory.RATE_LIMIT, f"The model provider's rate limit was reached: {detail}")
+            return GenerationError(ErrorCategory.RATE_LIMIT, "The model provider's rate limit was reached.", detail=detail)
         if status >= 500:
-            return GenerationError(ErrorCategory.UPSTREAM, f"The model provider failed (HTTP {status}): {detail}")
-        return GenerationError(ErrorCategory.BAD_REQUEST, f"The model provider refused the request (HTTP {status}): {detail}")
+            return GenerationError(ErrorCategory.UPSTREAM, f"The model provider failed (HTTP {status}).", detail=detail)
+        refused = f"The model provider refused the request (HTTP {status})."
+        return GenerationError(ErrorCategory.BAD_REQUEST, refused, detail=detail)
     if isinstance(error, openai.APIConnectionError):
         return GenerationError(ErrorCategory.CONNECTION, "The connection to the model provider failed or was cut.")
     if isinstance(error, openai.APIError):  # an error event inside the stream
-        return GenerationError(ErrorCategory.UPSTREAM, f"The model provider reported an error: {error.message}")
+        return GenerationError(ErrorCategory.UPSTREAM, "The model provider reported an error.", detail=error.message)
     if isinstance(error, RedisError | PubSubError):
         return GenerationError(ErrorCategory.UNAVAILABLE, "The chat lost its connection to its shared store; try again.")
     if isinstance(error, json.JSONDecodeError):  # an event whose data is not JSON

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 
 import orjson
 
+from .. import encoding
 from ..redis_client import connect
 from .models import Message
 
-__all__ = ["HistoryStore", "MemoryHistory", "RedisHistory", "estimate_tokens", "memory", "trim"]
+__all__ = ["HistoryStore", "MemoryHistory", "RedisHistory", "estimate_tokens", "latest", "memory", "trim"]
 
 
 def estimate_tokens(message: Message) -> int:
@@ -55,6 +56,21 @@ def memory(transcript: Sequence[Message], *, max_messages: int, max_tokens: int)
             continue
         answered.append({"role": message["role"], "content": message["content"]})
     return trim(answered, max_messages=max_messages, max_tokens=max_tokens)
+
+
+def latest(transcript: Sequence[Message], max_bytes: int) -> list[Message]:
+    """The most recent messages whose frame text fits in ``max_bytes`` (the newest one always):
+    what one ``history`` frame may carry, however long the transcript and however its text
+    grows when encoded (``<`` becomes six bytes)."""
+    kept: list[Message] = []
+    size = 0
+    for message in reversed(transcript):
+        size += len(encoding.dumps_bytes(message))
+        if kept and size > max_bytes:
+            break
+        kept.append(message)
+    kept.reverse()
+    return kept
 
 
 class HistoryStore(abc.ABC):

@@ -145,7 +145,7 @@ def _delta(chunk: Any) -> Delta:
     error = chunk.get("error")
     if error:
         message = error.get("message") if isinstance(error, dict) else None
-        raise GenerationError(ErrorCategory.UPSTREAM, f"The model provider reported an error: {message or error}")
+        raise GenerationError(ErrorCategory.UPSTREAM, "The model provider reported an error.", detail=str(message or error))
     usage = chunk.get("usage")
     choices = chunk.get("choices") or []
     if not isinstance(choices, list) or (choices and not isinstance(choices[0], dict)):

@@ -350,7 +350,9 @@ class ChatService:
                 self._limit_hit(LimitKind.GENERATIONS_TOTAL, generation.room, f"{self.pool.waiting} waiting for a slot")
             if error.category is ErrorCategory.INTERNAL:
                 logger.exception("generation %s failed", generation.message_id)
-            return outcome, "error", {"error": error.as_dict()}
+            elif error.detail is not None:
+                logger.warning("generation %s failed (%s): %s", generation.message_id, error.category, logs.clip(error.detail))
+            return outcome, "error", {"error": error.as_dict(detail=self.settings.expose_provider_errors)}
         finally:
             self._metrics.active.dec()
             try:

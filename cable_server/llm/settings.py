@@ -66,12 +66,18 @@ class ChatSettings:
     history_tokens: int = 4_000
     #: Messages of a room's transcript kept (what ``history`` returns, every turn marked).
     transcript_messages: int = 200
+    #: Bytes of messages one ``history`` frame carries at most (the latest; the newest always).
+    history_frame_bytes: int = 256 << 10
     #: In process: characters of history kept in all rooms together (the rooms least recently
     #: written are forgotten first), and seconds a room's history is kept after its last turn.
     history_max_bytes: int = 32 << 20
     history_ttl: float = 86_400.0
     #: Longest accepted ``user_content``, in characters.
     max_prompt_chars: int = 32_000
+    #: Append what the model provider said to the ``message`` of error frames (it can name the
+    #: key's last digits, the organisation or internal hosts, and reaches every reader of the
+    #: room): for development. Off, it is only logged.
+    expose_provider_errors: bool = False
     #: ``redis://...``: keep the rooms' history and the frames kept for ``resume`` in Redis, shared
     #: by every process (default: in process; with ``CABLE_PUBSUB_URL`` on Redis, that Redis).
     #: Keys use ``history_prefix``.

@@ -55,8 +55,8 @@ const PURIFY = { ADD_ATTR: ["target"], FORBID_TAGS: ["img", "svg", "math", "styl
 // and rendered again, and the blocks before it keep their DOM (and a selection made in them).
 const cache = new Map();
 
-function renderBlock(token, links) {
-  const key = token.raw;
+function renderBlock(token, links, definitions) {
+  const key = definitions ? `${definitions}\u0000${token.raw}` : token.raw; // [text][ref] resolves through them
   let html = cache.get(key);
   if (html === undefined) {
     html = DOMPurify.sanitize(marked.parser(Object.assign([token], { links })), PURIFY);
@@ -69,10 +69,11 @@ function renderBlock(token, links) {
 /** The text as Markdown blocks of sanitised HTML, each `{ key, html }`. */
 export function renderBlocks(text) {
   const tokens = marked.lexer(text);
+  const definitions = Object.keys(tokens.links).length ? JSON.stringify(tokens.links) : "";
   const blocks = [];
   for (const token of tokens) {
     if (token.type === "space" && blocks.length) continue;
-    blocks.push({ key: blocks.length, html: renderBlock(token, tokens.links) });
+    blocks.push({ key: blocks.length, html: renderBlock(token, tokens.links, definitions) });
   }
   return blocks;
 }
