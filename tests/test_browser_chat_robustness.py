@@ -158,3 +158,38 @@ async def test_enter_that_commits_an_input_method_composition_does_not_send(
     await chat.draft.press("Enter")
     await expect(chat.questions).to_have_text(["안녕하세요"])
     await chat.answer(0)
+
+
+async def test_a_message_sent_after_a_network_blip_is_delivered(
+    demo: DemoFactory, fake_openai: FakeOpenAI, context: BrowserContext
+) -> None:
+    """The browser goes offline for 1.5 s and back while the socket lives through it: the badge
+    says offline, then live again, and a message sent then is answered."""
+    site = await demo()
+    fake_openai.push(Reply(chunks=["still", " here"]))
+    chat = await ChatPage.open(context, site.url)
+    await context.set_offline(True)
+    await expect(chat.state).to_have_text("offline")
+    await asyncio.sleep(1.5)
+    await context.set_offline(False)
+    await expect(chat.state).to_have_text("live")
+    await chat.ask("hello after a blip")
+    assert await chat.answer(0) == "still here"
+
+
+async def test_a_message_not_yet_acknowledged_survives_a_reload(
+    demo: DemoFactory, fake_openai: FakeOpenAI, context: BrowserContext
+) -> None:
+    """Sent into a dead socket, then the page is reloaded before anything noticed: the message is
+    still there after the reload, sent on the new connection, and answered once."""
+    site = await demo()
+    fake_openai.push(Reply(chunks=["kept", " it"]))
+    async with cuttable_proxy(site.backend.port) as proxy:
+        chat = await ChatPage.open(context, f"http://127.0.0.1:{proxy.port}")
+        proxy.stall()
+        await chat.ask("my important question")
+        await expect(chat.page.locator("[data-role=sending]")).to_be_visible()
+        await chat.page.reload()
+        await expect(chat.questions).to_have_text(["my important question"], timeout=10_000)
+        assert await chat.answer(0) == "kept it"
+    assert len(fake_openai.requests) == 1

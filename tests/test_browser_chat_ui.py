@@ -218,3 +218,22 @@ async def test_a_reference_link_points_where_its_own_answer_defines_it(
         "https://first.example/",
         "https://second.example/",
     ]
+
+
+async def test_each_new_question_and_its_answer_come_into_view(
+    demo: DemoFactory, fake_openai: FakeOpenAI, context: BrowserContext
+) -> None:
+    """On a phone, eight questions in a row: after each, the view is at the end without the reader
+    doing anything (the input shrinking on send does not stop the following)."""
+    site = await demo()
+    for n in range(8):
+        fake_openai.push(Reply(chunks=[f"Answer {n}, line {k}.\n\n" for k in range(6)], delay=0.01))
+    chat = await ChatPage.open(context, site.url)
+    await chat.page.set_viewport_size({"width": 390, "height": 844})
+    scroller = chat.page.locator("[data-role=turns]")
+    for n in range(8):
+        await chat.draft.fill(f"Question number {n}: why is the sky blue?\nSecond line.")
+        await chat.draft.press("Enter")
+        await chat.answer(n)
+        await expect(chat.page.locator("[data-role=jump]")).to_have_count(0)
+        assert await scroller.evaluate("(el) => el.scrollHeight - el.scrollTop - el.clientHeight") < 48
