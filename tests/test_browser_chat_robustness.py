@@ -8,17 +8,31 @@ the server, Enter pressed to commit an input method's composition.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from playwright.async_api import BrowserContext, expect
 
 from cable_server.testing import FakeOpenAI, Reply
 
-from .chat_page import ChatPage, DemoFactory, words
+from .chat_page import ChatPage, DemoFactory, Site, words
 from .processes import Launcher
 from .proxy import cuttable_proxy
 
 LONG = Reply(chunks=[f"part{k} " for k in range(150)], delay=0.02)
+
+
+@contextlib.asynccontextmanager
+async def asked_into_a_dead_network(site: Site, context: BrowserContext, question: str) -> AsyncIterator[ChatPage]:
+    """The chat reached through a proxy whose connection then dies without a word, and ``question``
+    asked into it (shown as sending); new connections get through."""
+    async with cuttable_proxy(site.backend.port) as proxy:
+        chat = await ChatPage.open(context, f"http://127.0.0.1:{proxy.port}")
+        proxy.stall()
+        await chat.ask(question)
+        await expect(chat.page.locator("[data-role=sending]")).to_be_visible()
+        yield chat
 
 
 async def test_a_reload_mid_answer_shows_the_question_and_the_whole_answer(
@@ -91,14 +105,9 @@ async def test_a_message_sent_into_a_dead_network_is_delivered_after_the_reconne
 ) -> None:
     """The network dies without a word (the badge still says live): the message shows "Sending…",
     and once the app notices and reconnects it is sent again and answered, once."""
-    site = await demo()
     fake_openai.push(Reply(chunks=["made", " it"]))
-    async with cuttable_proxy(site.backend.port) as proxy:
-        chat = await ChatPage.open(context, f"http://127.0.0.1:{proxy.port}")
-        proxy.stall()
-        await chat.ask("Anyone there?")
+    async with asked_into_a_dead_network(await demo(), context, "Anyone there?") as chat:
         await expect(chat.state).to_have_text("live")
-        await expect(chat.page.locator("[data-role=sending]")).to_be_visible()
         assert await chat.answer(0, timeout=40_000) == "made it"
         await expect(chat.questions).to_have_text(["Anyone there?"])
         await expect(chat.page.locator("[data-role=sending]")).to_have_count(0)
@@ -182,13 +191,8 @@ async def test_a_message_not_yet_acknowledged_survives_a_reload(
 ) -> None:
     """Sent into a dead socket, then the page is reloaded before anything noticed: the message is
     still there after the reload, sent on the new connection, and answered once."""
-    site = await demo()
     fake_openai.push(Reply(chunks=["kept", " it"]))
-    async with cuttable_proxy(site.backend.port) as proxy:
-        chat = await ChatPage.open(context, f"http://127.0.0.1:{proxy.port}")
-        proxy.stall()
-        await chat.ask("my important question")
-        await expect(chat.page.locator("[data-role=sending]")).to_be_visible()
+    async with asked_into_a_dead_network(await demo(), context, "my important question") as chat:
         await chat.page.reload()
         await expect(chat.questions).to_have_text(["my important question"], timeout=10_000)
         assert await chat.answer(0) == "kept it"

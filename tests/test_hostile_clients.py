@@ -50,7 +50,7 @@ IGNORED: list[tuple[str, str | bytes, str]] = [
     (
         "identifier holding a lone surrogate",
         '{"command":"subscribe","identifier":"{\\"channel\\":\\"EchoChannel\\",\\"x\\":\\"\\ud800\\"}"}',
-        "InvalidIdentifier",
+        "MalformedFrame",  # no character: refused with the frame (it could never be encoded again)
     ),
     (
         "data that is an object, not a string",
