@@ -84,6 +84,7 @@ async def test_two_tabs_of_one_user_both_see_the_answer(demo: DemoFactory, conte
     assert words(await second.answer(0)) == words(WORDS.text)
 
 
+@pytest.mark.parametrize("site", ["nginx-ws", "nginx-wss"], indirect=True)  # directly: test_browser_chat_robustness
 async def test_the_app_reconnects_after_a_server_restart(site: Site, context: BrowserContext) -> None:
     """Restart the server: the page shows reconnecting, comes back live, and streams again."""
     site.fake.push(Reply(chunks=["before"]), Reply(chunks=["after", " restart"]))
