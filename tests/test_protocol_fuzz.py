@@ -99,14 +99,15 @@ def test_binary_frames_are_always_a_binary_frame_error(data: bytes) -> None:
 
 @FUZZ
 @given(identifier=st.text(st.characters(min_codepoint=0x80), min_size=1, max_size=10))
-def test_an_identifier_that_cannot_be_written_back_is_invalid(identifier: str) -> None:
-    """An identifier holding a lone surrogate (a \\ud800 escape) is refused when decoded, since no confirmation could carry it."""
+def test_an_identifier_that_cannot_be_written_back_is_refused(identifier: str) -> None:
+    """An identifier holding a lone surrogate (a \\ud800 escape) is refused with its frame when
+    decoded (no character: no confirmation could carry it back)."""
     identifier = json.dumps({"channel": "EchoChannel", "x": identifier}, ensure_ascii=False)
     event = receive_one(open_protocol(), json.dumps({"command": "subscribe", "identifier": identifier}))
     try:
         identifier.encode()
     except UnicodeEncodeError:
-        assert isinstance(event, InvalidIdentifier)
+        assert isinstance(event, MalformedFrame)
     else:
         assert event == Subscribe(identifier, json.loads(identifier))
 
