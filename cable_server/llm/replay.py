@@ -109,11 +109,13 @@ class MemoryFrameStore(FrameStore):
         else:
             self._generations.move_to_end(message_id)
         if len(kept.frames) == kept.frames.maxlen:
-            kept.size -= _cost(kept.frames[0])
-            self.bytes -= _cost(kept.frames[0])
+            dropped = _cost(kept.frames[0])
+            kept.size -= dropped
+            self.bytes -= dropped
         kept.frames.append(frame)
-        kept.size += _cost(frame)
-        self.bytes += _cost(frame)
+        cost = _cost(frame)
+        kept.size += cost
+        self.bytes += cost
         kept.expires = now + self.ttl
         while self.bytes > self.max_bytes and len(self._generations) > 1:
             self._forget(next(iter(self._generations)))
@@ -152,8 +154,10 @@ class MemoryFrameStore(FrameStore):
 
 
 def _cost(frame: Frame) -> int:
-    texts = (frame.get("content"), frame.get("question"))  # a start frame carries the question
-    return _FRAME_COST + sum(sys.getsizeof(text) for text in texts if isinstance(text, str))
+    content = frame.get("content")
+    cost = _FRAME_COST + (sys.getsizeof(content) if isinstance(content, str) else 0)
+    question = frame.get("question")  # a start frame carries the question
+    return cost + sys.getsizeof(question) if isinstance(question, str) else cost
 
 
 #: The events that end a generation: its frames stop coming after one of them.
