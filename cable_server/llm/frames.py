@@ -44,7 +44,7 @@ class FrameSender:
             raise
         # Published while this process's own subscription was being made again, it may come back
         # or not; delivering it here too could show a token twice on a screen that appends
-        # ``content``, so a lost one is left to ``resume`` (the last frame is the exception: _end).
+        # ``content``, so a lost one is left to ``resume`` (the last frame is the exception: end).
 
     async def end(self, generation: Generation, event: str, **fields: Any) -> None:
         """The frame that ends an answer (``done``, ``stopped``, ``error``): it reaches this
