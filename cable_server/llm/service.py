@@ -191,7 +191,7 @@ class ChatService:
         if elsewhere is not None:
             self._untrack(generation)
             raise _busy(elsewhere)
-        generation.task = asyncio.ensure_future(self._run(generation, {"role": "user", "content": user_content}, system))
+        generation.task = asyncio.ensure_future(self._run(generation, system))
         return generation
 
     def _track(self, generation: Generation) -> None:
@@ -301,17 +301,17 @@ class ChatService:
             reason = message.get("reason")
             generation.cancel(reason if isinstance(reason, str) else "stopped")
 
-    async def _run(self, generation: Generation, question: Message, system: str | None) -> None:
+    async def _run(self, generation: Generation, system: str | None) -> None:
         """Generate, release the room, then send the last frame: a client that asks again as soon
         as it sees an answer end must find the room free, here and in Redis."""
         stats = GenerationStats()
         async with self.claims.held(generation.room, generation.message_id):
-            outcome, event, fields = await self._generate(generation, question, system, stats)
+            outcome, event, fields = await self._generate(generation, system, stats)
         await self.sender.end(generation, event, **fields)
         stats.report(generation.message_id, generation.room, self.model.name, outcome, self._metrics)
 
     async def _generate(
-        self, generation: Generation, question: Message, system: str | None, stats: GenerationStats
+        self, generation: Generation, system: str | None, stats: GenerationStats
     ) -> tuple[str, str, dict[str, Any]]:
         """Stream the answer; how it ended: the outcome logged, and the last frame's event and fields."""
         generation.running = True
@@ -324,7 +324,7 @@ class ChatService:
             generation.raise_if_cancelled()
             messages: list[Message] = [{"role": "system", "content": system}] if system else []
             messages += await self.history.load(generation.room)
-            messages.append(question)
+            messages.append({"role": "user", "content": generation.question})
             generation.raise_if_cancelled()
 
             async def queued(position: int) -> None:
@@ -356,7 +356,7 @@ class ChatService:
         finally:
             self._metrics.active.dec()
             try:
-                await self._remember(generation, question, outcome, stats)  # before the room is free: the next question sees it
+                await self._remember(generation, outcome, stats)  # before the room is free: the next question sees it
             finally:
                 self._untrack(generation)
 
@@ -381,7 +381,7 @@ class ChatService:
         if stats.finish_reason is None:
             raise GenerationError(ErrorCategory.CONNECTION, "The model provider ended the stream before the answer was complete.")
 
-    async def _remember(self, generation: Generation, question: Message, outcome: str, stats: GenerationStats) -> None:
+    async def _remember(self, generation: Generation, outcome: str, stats: GenerationStats) -> None:
         """Add the turn to the transcript, its answer marked with how it ended (not when the
         answer was stopped by ``reset``: the conversation is being forgotten)."""
         status, _, reason = outcome.partition(":")  # "done", "error:<category>", or why it stopped
@@ -393,6 +393,7 @@ class ChatService:
             status, reason = "stopped", outcome
         answer = {"role": "assistant", "content": generation.answer, "message_id": generation.message_id}
         try:
+            question: Message = {"role": "user", "content": generation.question}
             await self.history.append(generation.room, question, {**answer, "status": status, "reason": reason})
         except RedisError as exc:  # an outage, already logged where it is noticed
             logger.warning("generation %s: cannot save the conversation (%r)", generation.message_id, exc)
