@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import jwt
 
 from .connection import Connection
+from .cookies import request_cookies
 from .errors import InvalidToken
 
 if TYPE_CHECKING:
@@ -146,7 +147,7 @@ class TokenAuth:
                 scheme, _, token = request.headers.get(self.header, "").strip().partition(" ")
                 token = token.strip() if scheme.lower() == self.scheme.lower() else None
             elif source is TokenSource.COOKIE:
-                token = request.cookies.get(self.cookie)
+                token = request_cookies(request).get(self.cookie)
             else:
                 token = request.query_params.get(self.query_param)
             if token:

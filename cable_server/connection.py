@@ -7,20 +7,26 @@ Subclass it, list the identifying attributes in ``identified_by`` and set them i
         identified_by = ("current_user",)
 
         async def connect(self) -> None:
-            user = self.request.cookies.get("user")
+            user = self.cookies.get("user")
             if not user:
                 self.reject_unauthorized_connection()
             self.current_user = user
 
 Channels read the identifiers as attributes (``self.current_user``); the client never sends
 them. ``request`` is the Starlette ``WebSocket`` of the upgrade request: ``headers``,
-``cookies``, ``query_params``, ``client``, ``url``.
+``query_params``, ``client``, ``url``. Read cookies from :attr:`Connection.cookies`, parsed as Rack
+parses them (``%``-decoded, the first of a name wins), not from ``request.cookies`` (Starlette's
+parsing, which differs; see :mod:`cable_server.cookies`). For the signed and encrypted cookies and
+the session of a Rails app, see :mod:`cable_server.rails`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
+from .cookies import request_cookies
 from .errors import UnauthorizedError
 from .naming import connection_identifier
 from .protocol import DisconnectReason
@@ -66,6 +72,11 @@ class Connection:
     def request(self) -> WebSocket:
         """The upgrade request: headers, cookies, query params, client address, URL."""
         return self._session.websocket
+
+    @cached_property
+    def cookies(self) -> Mapping[str, str | None]:
+        """The request's cookies as Rails' ``cookies[...]`` reads them (Rack's parsing)."""
+        return request_cookies(self.request)
 
     @property
     def server(self) -> CableServer:

@@ -16,6 +16,7 @@
     ├── LimitExceeded              a command over one of the client's limits (refused, logged, counted)
     ├── UnauthorizedError          raised by Connection.reject_unauthorized_connection()
     │   └── InvalidToken           a connection's signed token is missing or does not check out (auth)
+    ├── InvalidMessage             a Rails signed or encrypted cookie that does not check out (rails)
     └── PubSubError                the pub/sub backend failed to subscribe or publish
 
 Rails answers none of the ``ProtocolError``/``SubscriptionError`` cases on the wire; the
