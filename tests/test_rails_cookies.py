@@ -6,6 +6,7 @@ with Rails' unauthorized disconnect and an info line that never holds the value.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import subprocess
@@ -13,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cable_server import CableServer, Channel, Settings
 from cable_server.cookies import parse_cookie_header
-from cable_server.rails import MessageProblem, RailsConnection, RailsCookies, RailsSecrets, warden_user_key
+from cable_server.rails import InvalidMessage, MessageProblem, RailsConnection, RailsCookies, RailsSecrets, warden_user_key
+from cable_server.rails.messages import unwrap
 from protocol_tests.client import CableClient, closed_with, ident
 
 from .conftest import RunningServer, ServerFactory
@@ -252,3 +256,31 @@ def test_warden_user_key_reads_only_devise_shape() -> None:
     key = "warden.user.user.key"
     for session in ({}, {key: 42}, {key: [[1, 2], "s"]}, {key: [[1], 5]}):
         assert warden_user_key(session) is None
+
+
+# --- the envelope, without Ruby ------------------------------------------------------------------
+
+
+def test_the_envelope_of_each_rails_version_is_unwrapped() -> None:
+    """6.0-7.0 base64 the JSON value under "message"; 7.1+ (use_message_serializer_for_metadata) put it
+    under "data" (shape from Rails 7.1's Messages::Metadata; no Rails 7.1 here to mint one); no purpose
+    matches no purpose only; a null expiry never expires."""
+    legacy = json.dumps({"_rails": {"message": base64.b64encode(b'{"id":7}').decode(), "exp": None, "pur": "cookie.u"}})
+    assert unwrap(legacy.encode(), "cookie.u") == {"id": 7}
+    current = {"_rails": {"data": [1, "x"], "exp": "2999-01-01T00:00:00.000Z", "pur": "cookie.u"}}
+    assert unwrap(json.dumps(current).encode(), "cookie.u") == [1, "x"]
+    with pytest.raises(InvalidMessage) as refused:
+        unwrap(json.dumps({"_rails": {**current["_rails"], "exp": "2001-01-01T00:00:00.000Z"}}).encode(), "cookie.u")
+    assert refused.value.reason is MessageProblem.EXPIRED
+    assert unwrap(b"42", None) == 42
+    for purpose in ("cookie.v", None):
+        with pytest.raises(InvalidMessage, match="another purpose"):
+            unwrap(json.dumps(current).encode(), purpose)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from("AZaz09+/=-%\u20ac\ud800 "), max_size=80))
+def test_any_cookie_value_reads_as_a_value_or_a_refusal(value: str) -> None:
+    """Whatever a client puts in the cookie: a value or ``None`` with a reason, never another exception."""
+    jar = SHA1.jar({"user_id": value, SESSION_KEY: value})
+    assert jar.encrypted["user_id"] is None and jar.signed["user_id"] is None and jar.session == {}
