@@ -284,3 +284,15 @@ def test_any_cookie_value_reads_as_a_value_or_a_refusal(value: str) -> None:
     """Whatever a client puts in the cookie: a value or ``None`` with a reason, never another exception."""
     jar = SHA1.jar({"user_id": value, SESSION_KEY: value})
     assert jar.encrypted["user_id"] is None and jar.signed["user_id"] is None and jar.session == {}
+
+
+async def test_a_connection_without_rails_cookies_says_so(serve: ServerFactory, caplog: pytest.LogCaptureFixture) -> None:
+    """Forgetting ``rails_cookies`` fails the connection (1011, as any error in connect) with a log saying what to set."""
+
+    class Forgetful(RailsConnection):
+        async def connect(self) -> None:
+            self.cookies.encrypted["user_id"]
+
+    server = await serve(CableServer(connection_class=Forgetful, channels=[WhoAmIChannel]))
+    assert await closed_with(await server.client(welcome=False)) == 1011
+    assert "Forgetful.rails_cookies is not set" in caplog.text

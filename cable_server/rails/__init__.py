@@ -52,9 +52,12 @@ class RailsConnection(Connection):
     @cached_property
     def cookies(self) -> CookieJar:
         """``cookies[...]``, ``cookies.signed[...]``, ``cookies.encrypted[...]`` as in Rails."""
+        rails_cookies: RailsCookies | None = getattr(self, "rails_cookies", None)
+        if rails_cookies is None:
+            raise TypeError(f"{type(self).__name__}.rails_cookies is not set: give it the Rails app's RailsCookies")
         client = self.request.client
         peer = f"{client.host}:{client.port}" if client else "?"
-        return self.rails_cookies.jar(request_cookies(self.request), peer=peer)
+        return rails_cookies.jar(request_cookies(self.request), peer=peer)
 
     @property
     def session(self) -> dict[str, Any]:
