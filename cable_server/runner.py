@@ -19,10 +19,8 @@ from typing import Any
 
 import uvicorn
 
-from . import logs
+from . import compat, logs
 from .server import CableServer
-from .uvicorn_http import guarded_protocol
-from .uvicorn_ws import CableWebSocketProtocol
 
 __all__ = ["CableUvicornServer", "config_for", "run", "run_workers", "set_dead_peer_timeout", "tune_gc"]
 
@@ -65,12 +63,16 @@ def config_for(
     cable: CableServer, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", **options: Any
 ) -> uvicorn.Config:
     """The uvicorn configuration the cable needs: lifespan on, no compression unless enabled,
-    request heads bounded (:mod:`cable_server.uvicorn_http`).
+    frames written directly (:mod:`cable_server.uvicorn_ws`), request heads bounded
+    (:mod:`cable_server.uvicorn_http`); uvicorn's own protocols instead, with one warning, when
+    the uvicorn or ``websockets`` installed is not what those were verified against
+    (:mod:`cable_server.compat`).
 
     ``options`` go to ``uvicorn.Config`` as they are (``log_config=None``, ``ssl_certfile``...).
     """
     settings = cable.settings
-    options.setdefault("http", guarded_protocol(settings.max_request_head_bytes, settings.request_head_timeout))
+    protocols = compat.select_protocols(settings.max_request_head_bytes, settings.request_head_timeout)
+    options.setdefault("http", protocols.http)
     options.setdefault("h11_max_incomplete_event_size", settings.max_request_head_bytes + 1)  # the guard answers first
     return uvicorn.Config(
         cable,
@@ -78,7 +80,7 @@ def config_for(
         port=port,
         log_level=log_level,
         lifespan="on",
-        ws=CableWebSocketProtocol,
+        ws=protocols.ws,
         ws_ping_interval=None,  # the cable pings; dead peers are found by dead_peer_timeout
         ws_per_message_deflate=cable.settings.per_message_deflate,
         ws_max_size=cable.settings.max_frame_bytes,

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from . import encoding, logs
 from .connection import Connection
+from .direct_write import DIRECT_WRITE, DirectWriter
 from .errors import CableError, LimitExceeded, ProtocolError, PubSubError, UnauthorizedError
 from .limits import Admission, CommandLimiter, LimitKind
 from .metrics import error_category
@@ -42,7 +43,6 @@ from .protocol import (
 from .restore import Snapshot
 from .streams import Listener
 from .subscriptions import Subscriptions
-from .uvicorn_ws import DIRECT_WRITE, DirectWriter
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Send

@@ -3,10 +3,11 @@
 Through ASGI, every frame a server sends is a ``websocket.send`` message, an awaited
 coroutine, a ``websockets`` frame object and its serialization; with one writer task per
 connection on top, that was ~30 µs of CPU per delivered broadcast. :class:`CableWebSocketProtocol`
-puts a :class:`DirectWriter` into the scope's extensions (``DIRECT_WRITE``, key ``writer``): a
-session that finds it writes frames built by :func:`~cable_server.wsframe.text_frame` with one
-``transport.write`` each, and still accepts and closes through ASGI, so the handshake, incoming
-frames and the close handshake stay uvicorn's and ``websockets``' code.
+puts a :class:`~cable_server.direct_write.DirectWriter` into the scope's extensions
+(:mod:`cable_server.direct_write`): a session that finds it writes frames built by
+:func:`~cable_server.wsframe.text_frame` with one ``transport.write`` each, and still accepts and
+closes through ASGI, so the handshake, incoming frames and the close handshake stay uvicorn's
+and ``websockets``' code.
 
 The upgrade request reaches this protocol already parsed once, by uvicorn's HTTP protocol,
 which hands it over re-serialized; parsing that well-formed head with ``bytes.split`` instead
@@ -24,39 +25,19 @@ empty ``deque`` allocates a 0.5 KB block: those two held four of them).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any
 
-from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.datastructures import Headers
 from websockets.http11 import Request
 from websockets.protocol import Protocol
 
-from .wsframe import text_frame
+from .direct_write import DIRECT_WRITE, DirectWriter
 
-__all__ = ["DIRECT_WRITE", "CableWebSocketProtocol", "DirectWriter"]
+if TYPE_CHECKING:
+    from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 
-#: The scope extension under which the connection's :class:`DirectWriter` is found.
-DIRECT_WRITE: Final = "cable_server.direct_write"
-
-
-class DirectWriter:
-    """Writes text frames to one connection's transport, in call order, without awaiting."""
-
-    __slots__ = ("_protocol",)
-
-    def __init__(self, protocol: CableWebSocketProtocol) -> None:
-        self._protocol = protocol
-
-    def write_text(self, text: str) -> int:
-        """Send one text frame; returns the bytes still waiting in the transport's buffer,
-        or -1 when the connection can no longer take frames (closing or closed)."""
-        protocol = self._protocol
-        transport = protocol.transport
-        if protocol.close_sent or protocol.disconnected or transport.is_closing():
-            return -1
-        transport.write(text_frame(text))
-        return transport.get_write_buffer_size()
+__all__ = ["CableWebSocketProtocol"]
 
 
 class _Inbox:
@@ -116,7 +97,11 @@ class _Flag:
 
 
 class CableWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's ``websockets-sansio`` protocol, offering a :class:`DirectWriter` to the app."""
+    """uvicorn's ``websockets-sansio`` protocol, offering a :class:`DirectWriter` to the app.
+
+    It builds on uvicorn's and ``websockets``' private internals, which
+    :mod:`cable_server.compat` checks before the server picks this class.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
