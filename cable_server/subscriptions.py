@@ -92,7 +92,7 @@ class Subscriptions:
 
     async def perform(self, command: Perform) -> None:
         """Run the action of a ``message`` command on its subscription."""
-        await self._find(command.identifier)._perform(command.data)
+        await self._find(command.identifier)._perform(command)
 
     async def unsubscribe_all(self) -> None:
         """Run every channel's ``unsubscribed`` (the connection is closing); errors are logged."""

@@ -27,11 +27,25 @@ async def test_action_output_is_encoded_like_active_support(client: CableClient)
     assert await client.recv_raw() == '{"identifier":' + json.dumps(ECHO) + ',"message":' + message + "}"
 
 
-@pytest.mark.parametrize("data", [{"x": 1}, {"x": 1, "action": ""}], ids=["no-action", "empty-action"])
-async def test_data_without_an_action_goes_to_receive(client: CableClient, data: dict[str, object]) -> None:
-    """A message with no (or an empty) action is handed to receive(data)."""
+@pytest.mark.parametrize(
+    "action",
+    [None, "", "   ", "\t\n", "\u3000\u00a0\u0085", False, [], {}],
+    ids=["none", "empty", "spaces", "tab-newline", "unicode-spaces", "false", "empty-array", "empty-object"],
+)
+async def test_a_blank_action_goes_to_receive(client: CableClient, action: object) -> None:
+    """A message whose action is missing or blank (ActiveSupport's blank?) is handed to receive(data)."""
+    data = {"x": 1} if action is None else {"x": 1, "action": action}
     await client.send({"command": "message", "identifier": ECHO, "data": json.dumps(data)})
     assert (await client.recv())["message"] == {"received": data}
+
+
+async def test_an_action_that_is_neither_blank_nor_a_method_is_ignored(client: CableClient) -> None:
+    """Not blank to Ruby (U+001C, U+200B), padded, or no string at all: no action, no answer, no receive."""
+    for action in ["\x1c", "\u200b", " echo", 0, True, ["echo"]]:
+        await client.send({"command": "message", "identifier": ECHO, "data": json.dumps({"action": action})})
+    await client.expect_silence()
+    await client.perform(ECHO, "ping_user")
+    assert (await client.recv())["message"] == {"user": "alice"}
 
 
 async def test_an_action_without_a_parameter_is_called_without_data(client: CableClient) -> None:
