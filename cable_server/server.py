@@ -27,7 +27,7 @@ from .handshake import origin_allowed
 from .http_broadcast import BroadcastEndpoint
 from .limits import LimitKind
 from .metrics import Metrics
-from .naming import connection_identifier
+from .naming import connection_identifier, top_level_name
 from .protocol import PROTOCOL_V1_EXT_JSON, DisconnectReason, ping_frame, select_subprotocol
 from .pubsub import MemoryBackend, PubSubBackend
 from .restore import SessionCache
@@ -83,6 +83,12 @@ class CableServer:
         self.channels[channel_class.identifier_name] = channel_class
         channel_class._server = self
         return channel_class
+
+    def channel_for(self, name: str) -> type[Channel] | None:
+        """The registered channel a subscribe's ``channel`` names, or ``None``. As in Rails, the
+        name may be a constant path from the top level (``::EchoChannel``, ``Object::EchoChannel``);
+        nothing but a registered channel is ever found."""
+        return self.channels.get(top_level_name(name))
 
     def set_pubsub(self, backend: PubSubBackend) -> None:
         """Replace the pub/sub backend (before the server starts)."""

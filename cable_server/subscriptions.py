@@ -67,7 +67,7 @@ class Subscriptions:
         if len(self._channels) >= limit:
             self._session.send(reject_frame(command.identifier))
             raise LimitExceeded(LimitKind.SUBSCRIPTIONS, f"rejected {command.identifier}: {limit} subscriptions already")
-        channel_class = server.channels.get(command.channel)
+        channel_class = server.channel_for(command.channel)
         if channel_class is None:
             if not server.settings.rails_exact:
                 self._session.send(reject_frame(command.identifier))
