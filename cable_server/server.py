@@ -30,6 +30,7 @@ from .metrics import Metrics
 from .naming import connection_identifier, top_level_name
 from .protocol import PROTOCOL_V1_EXT_JSON, DisconnectReason, ping_frame, select_subprotocol
 from .pubsub import MemoryBackend, PubSubBackend
+from .refusals import deny
 from .restore import SessionCache
 from .session import Session
 from .streams import StreamRouter
@@ -244,11 +245,13 @@ class CableServer:
         ``@rails/actioncable`` retries with its backoff. (The ``unauthorized`` disconnect frame
         would need an accepted socket and would tell the client never to reconnect.)
         """
-        if scope["type"] != "websocket":
-            await _NOT_FOUND(scope, receive, send)
-            return
         client = scope.get("client")
         address = client[0] if client else "?"
+        if scope["type"] != "websocket":
+            method, path = scope.get("method"), logs.clip(repr(scope.get("path")))
+            logger.info("refused %s %s from %s: not a WebSocket upgrade (404)", method, path, address)
+            await deny(scope, receive, send, _NOT_FOUND)
+            return
         if self._connections_by_address[address] >= self.settings.max_connections_per_address:
             self.metrics.limit_hit(LimitKind.CONNECTIONS_PER_ADDRESS)
             logger.warning(
@@ -257,25 +260,26 @@ class CableServer:
                 self._connections_by_address[address],
                 extra={"peer": address, "limit": LimitKind.CONNECTIONS_PER_ADDRESS.value},
             )
-            await WebSocket(scope, receive, send).send_denial_response(_TOO_MANY)
+            await deny(scope, receive, send, _TOO_MANY)
             return
         self._connections_by_address[address] += 1
         try:
-            await self._serve_socket(scope, receive, send)
+            await self._serve_socket(scope, receive, send, address)
         finally:
             self._connections_by_address[address] -= 1
             if not self._connections_by_address[address]:
                 del self._connections_by_address[address]
 
-    async def _serve_socket(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _serve_socket(self, scope: Scope, receive: Receive, send: Send, address: str) -> None:
         websocket = WebSocket(scope, receive, send)
         if not origin_allowed(self.settings, websocket.headers, scope.get("scheme", "ws")):
-            logger.warning(
-                "refused origin %s (host %s)",
+            logger.info(
+                "refused origin %s (host %s) from %s (404)",
                 logs.clip(repr(websocket.headers.get("origin"))),
                 logs.clip(repr(websocket.headers.get("host"))),
+                address,
             )
-            await websocket.send_denial_response(_NOT_FOUND)
+            await deny(scope, receive, send, _NOT_FOUND)
             return
         subprotocol = select_subprotocol(scope.get("subprotocols", []))
         await websocket.accept(subprotocol=subprotocol)
