@@ -22,7 +22,7 @@ from starlette.websockets import WebSocket
 from . import encoding, health, logs
 from .channel import Channel
 from .config import Settings
-from .connection import Connection
+from .connection import Connection, ConnectionStatistics
 from .handshake import origin_allowed
 from .http_broadcast import BroadcastEndpoint
 from .limits import LimitKind
@@ -61,6 +61,8 @@ class CableServer:
         self.connection_class = connection_class
         self.channels: dict[str, type[Channel]] = {}
         self.router = StreamRouter(pubsub or MemoryBackend())
+        #: The sessions of the open, welcomed connections: internal bookkeeping, which the server
+        #: changes as connections come and go (:meth:`open_connections_statistics` is the public view).
         self.sessions: set[Session] = set()
         self.remote_connections = RemoteConnections(self)
         #: Closed extended-protocol sessions a client may recover with ``?sid=``.
@@ -105,6 +107,12 @@ class CableServer:
     def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Await ``callback()`` when the server stops, after clients were told and left."""
         self._stop_callbacks.append(callback)
+
+    def open_connections_statistics(self) -> list[ConnectionStatistics]:
+        """Rails' ``ActionCable.server.open_connections_statistics``: every open connection of
+        this process that was welcomed (a connection still in ``connect`` is not listed yet), by
+        start time."""
+        return sorted((session.connection.statistics for session in self.sessions), key=lambda stats: stats.started_at)
 
     # --- broadcasting ---------------------------------------------------------------------
 
