@@ -78,6 +78,8 @@ async def test_client_close_code_is_echoed(client: CableClient) -> None:
 
 
 async def test_invalid_utf8_text_frame_closes_with_1007(client: CableClient) -> None:
-    """A text frame that is not UTF-8 is a WebSocket protocol error: the server closes with 1007."""
+    """A text frame that is not UTF-8 is a WebSocket protocol error: close 1007, with websocket-driver's reason."""
     await client.ws.send(b'{"command":"\xff"}', text=True)
     assert await closed_with(client) == 1007
+    close = client.ws.protocol.close_rcvd
+    assert close is not None and close.reason == "Could not decode a text frame as UTF-8"
