@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .client import CableClient, assert_usable, closed_with
+from .client import CableClient, assert_usable, closed_with, ident
 from .conftest import Connect
 
 
@@ -83,3 +83,16 @@ async def test_invalid_utf8_text_frame_closes_with_1007(client: CableClient) -> 
     assert await closed_with(client) == 1007
     close = client.ws.protocol.close_rcvd
     assert close is not None and close.reason == "Could not decode a text frame as UTF-8"
+
+
+@pytest.mark.differs("frame_size")
+async def test_a_frame_over_one_mebibyte(client: CableClient, rails_way: bool) -> None:
+    """A 2 MiB command: Rails (up to 64 MiB) runs it; we close with 1009 (max_frame_bytes)."""
+    channel = ident("EchoChannel", room="big")
+    await client.subscribe(channel)
+    big = "x" * (2 << 20)
+    await client.perform(channel, "echo", big=big)
+    if rails_way:
+        assert (await client.recv(timeout=10))["message"] == {"big": big, "action": "echo"}
+    else:
+        assert await closed_with(client) == 1009

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from .client import CableClient, assert_usable, ident
-from .conftest import Connect
+from .conftest import Connect, Target
 
 ECHO = ident("EchoChannel", room="perform")
 
@@ -56,14 +56,37 @@ async def test_an_action_without_a_parameter_is_called_without_data(client: Cabl
 
 @pytest.mark.parametrize(
     "action",
-    ["nonexistent", "subscribed", "unsubscribed", "transmit", "stream_from", "reject", "stop_all_streams", "periodically"],
+    ["nonexistent", "transmit", "stream_from", "reject", "stop_all_streams", "periodically"],
 )
 async def test_unknown_and_framework_actions_are_ignored(client: CableClient, action: str) -> None:
-    """Actions that are not public methods of the channel itself get no answer and change nothing."""
+    """Actions that are not public methods of the channel itself get no answer and change nothing
+    (hooks: test_hooks_performed_as_actions)."""
     await client.perform(ECHO, action, payload="x")
     await client.expect_silence()
     await client.perform(ECHO, "ping_user")
     assert (await client.recv())["message"] == {"user": "alice"}
+
+
+@pytest.mark.differs("hooks_as_actions")
+async def test_hooks_performed_as_actions(connect: Connect, target: Target, rails_way: bool) -> None:
+    """perform("subscribed") and perform("unsubscribed"): Rails runs the channel's own hooks (its
+    streams doubled, a leave announced by a subscriber that stays); we ignore both."""
+    client = await connect("hooker")
+    deferred, presence = ident("DeferredChannel", room="hooks"), ident("PresenceChannel", room="hooks")
+    hello = {"identifier": deferred, "message": {"hello": "from subscribed"}}
+    await client.send({"command": "subscribe", "identifier": deferred})
+    assert await client.recv() == hello
+    assert await client.recv() == {"identifier": deferred, "type": "confirm_subscription"}
+    await client.subscribe(presence)
+    await client.perform(deferred, "subscribed")
+    await client.perform(presence, "unsubscribed")
+    if rails_way:  # the two hooks ran, on Rails' thread pool: in either order
+        frames = [await client.recv() for _ in range(2)]
+        assert hello in frames and {"identifier": presence, "message": {"left": "hooker"}} in frames
+    target.admin("broadcast", {"n": 1}, stream="deferred_a_hooks")
+    for _ in range(2 if rails_way else 1):
+        assert await client.recv() == {"identifier": deferred, "message": {"n": 1}}
+    await client.expect_silence()
 
 
 @pytest.mark.parametrize(
