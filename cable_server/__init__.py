@@ -8,7 +8,7 @@ from .auth import TokenAuth, TokenConnection, TokenSource, issue_token
 from .broadcaster import Broadcaster, SyncBroadcaster
 from .channel import Channel, rescue_from
 from .config import Settings
-from .connection import Connection
+from .connection import Connection, ConnectionStatistics
 from .errors import (
     CableError,
     InvalidToken,
@@ -32,6 +32,7 @@ __all__ = [
     "CableServer",
     "Channel",
     "Connection",
+    "ConnectionStatistics",
     "DisconnectReason",
     "InvalidToken",
     "LimitExceeded",

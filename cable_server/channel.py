@@ -30,7 +30,7 @@ from . import encoding, logs
 from .errors import LimitExceeded, UnknownAction
 from .limits import LimitKind
 from .naming import channel_name_for, serialize_broadcasting
-from .protocol import confirm_frame, message_frame, reject_frame
+from .protocol import Perform, confirm_frame, message_frame, reject_frame
 from .streams import Listener
 
 if TYPE_CHECKING:
@@ -293,15 +293,15 @@ class Channel:
         for task in list(self._tasks):
             task.cancel()
 
-    async def _perform(self, data: dict[str, Any]) -> None:
-        """Run the action named by ``data["action"]`` (``receive`` when there is none)."""
-        action = data.get("action") or "receive"
-        takes_data = self._actions.get(action) if isinstance(action, str) else None
-        if takes_data is None:
-            raise UnknownAction(f"{type(self).__name__} has no action {action!r}")
+    async def _perform(self, command: Perform) -> None:
+        """Run the action ``command`` names (``receive`` when it names none) with its data."""
+        action = command.action
+        takes_data = None if action is None else self._actions.get(action)
+        if action is None or takes_data is None:
+            raise UnknownAction(f"{type(self).__name__} has no action {command.data.get('action', action)!r}")
         method = getattr(self, action)
         try:
-            await (_call(method, data) if takes_data else _call(method))
+            await (_call(method, command.data) if takes_data else _call(method))
         except Exception as exc:
             if not await self._rescue(exc):
                 raise

@@ -112,10 +112,16 @@ WEBSOCKET_INTERNALS: Final = (
     Internal(
         "uvicorn",
         "uvicorn.protocols.websockets.websockets_sansio_impl:WebSocketsSansIOProtocol",
-        methods={"data_received": ("self", "data"), "handle_connect": ("self", "event"), "send": ("self", "message")},
+        methods={
+            "data_received": ("self", "data"),
+            "handle_connect": ("self", "event"),
+            "send": ("self", "message"),
+            "send_receive_event_to_app": ("self",),
+            "handle_parser_exception": ("self",),
+        },
         attributes=frozenset(
-            {"conn", "transport", "scope", "request", "response", "queue", "writable"}
-            | {"handshake_initiated", "handshake_complete", "close_sent", "disconnected"}
+            {"conn", "transport", "scope", "request", "response", "queue", "writable", "client"}
+            | {"handshake_initiated", "handshake_complete", "close_sent", "disconnected", "curr_msg_data_type", "frames"}
         ),
         calls={"queue": frozenset({"put_nowait", "get", "empty"}), "writable": frozenset({"set", "clear", "is_set", "wait"})},
     ),

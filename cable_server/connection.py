@@ -22,7 +22,10 @@ the session of a Rails app, see :mod:`cable_server.rails`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
@@ -37,7 +40,35 @@ if TYPE_CHECKING:
     from .server import CableServer
     from .session import Session
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "ConnectionStatistics"]
+
+#: What Rails' ``ActionDispatch::RequestId`` removes from an ``X-Request-Id`` (Ruby's ``\w`` is ASCII).
+_NOT_IN_REQUEST_ID = re.compile(r"[^\w\-@]", re.ASCII)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStatistics:
+    """One open connection, as Rails' ``connection.statistics`` describes it (what
+    ``ActionCable.server.open_connections_statistics`` lists): for an admin page or a debug
+    endpoint, never for the client."""
+
+    #: The connection identifier (:attr:`Connection.connection_identifier`); ``""`` when anonymous.
+    identifier: str
+    #: When the upgrade was accepted (UTC), before ``connect`` ran, as Rails times it.
+    started_at: datetime
+    #: The identifier string of every subscription, exactly as the client sent it, in subscription order.
+    subscriptions: tuple[str, ...]
+    #: The upgrade request's ``X-Request-Id`` (a proxy's, say), cleaned as Rails cleans it;
+    #: ``None`` without one (Rails would have made one up).
+    request_id: str | None
+    #: The ``connection_id`` of this connection's log records (:attr:`Connection.log_id`).
+    connection_id: str
+
+
+def _request_id(headers: Mapping[str, str]) -> str | None:
+    """``X-Request-Id`` as ``ActionDispatch::RequestId`` keeps it: ``[A-Za-z0-9_@-]``, 255 at most."""
+    value = headers.get("x-request-id", "").strip()
+    return _NOT_IN_REQUEST_ID.sub("", value)[:255] if value else None
 
 
 class Connection:
@@ -113,6 +144,18 @@ class Connection:
     def connection_identifier(self) -> str:
         """Rails' connection identifier: the identifying values, as params, sorted, ``:``-joined."""
         return connection_identifier(self.identifiers.values())
+
+    @property
+    def statistics(self) -> ConnectionStatistics:
+        """This connection as Rails' ``connection.statistics`` describes it, now."""
+        session = self._session
+        return ConnectionStatistics(
+            identifier=self.connection_identifier,
+            started_at=datetime.fromtimestamp(session.started_at, UTC),
+            subscriptions=tuple(session.subscriptions.identifiers),
+            request_id=_request_id(self.request.headers),
+            connection_id=self.log_id,
+        )
 
     def close(self, *, reason: DisconnectReason | None = None, reconnect: bool = True) -> None:
         """Send ``{"type":"disconnect",...}`` and close the socket with 1000, as Rails' ``close``."""

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["channel_name_for", "connection_identifier", "serialize_broadcasting", "to_param"]
+__all__ = ["channel_name_for", "connection_identifier", "serialize_broadcasting", "to_param", "top_level_name"]
 
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
@@ -15,6 +15,19 @@ def channel_name_for(identifier_name: str) -> str:
     """``ChatChannel`` -> ``chat``, ``Admin::ChatChannel`` -> ``admin:chat`` (Rails' ``channel_name``)."""
     name = identifier_name.removesuffix("Channel").replace("::", ":")
     return ":".join(_CAMEL_BOUNDARY.sub("_", part).lower() for part in name.split(":"))
+
+
+def top_level_name(constant_path: str) -> str:
+    """The name a Ruby constant path gives from the top level, as Rails' ``safe_constantize``
+    (``Object.const_get``) reads a subscribe's channel: ``::EchoChannel``, ``Object::EchoChannel``
+    and ``::Object::Object::EchoChannel`` all name ``EchoChannel`` (``Object::X`` is ``X``).
+
+    Only these spellings are undone; the result is still a name to look up among the registered
+    channels, never a path to walk."""
+    name = constant_path.removeprefix("::")
+    while name.startswith("Object::"):
+        name = name.removeprefix("Object::")
+    return name
 
 
 def to_param(obj: Any) -> str:

@@ -128,12 +128,26 @@ class Unsubscribe:
     identifier: str
 
 
+#: Ruby's ``[[:space:]]`` on a UTF-8 string: Unicode's White_Space characters. (``str.isspace``
+#: also counts U+001C..U+001F, which Ruby does not.)
+_RUBY_SPACE = (
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+
+
+def _is_blank(value: object) -> bool:
+    """ActiveSupport's ``blank?`` for a JSON value: ``null``, ``false``, an empty array or object,
+    or a string of nothing but whitespace (as Ruby counts it)."""
+    if isinstance(value, str):
+        return not value.strip(_RUBY_SPACE)
+    return value is None or value is False or value == [] or value == {}
+
+
 @dataclass(frozen=True, slots=True)
 class Perform:
     """``{"command":"message","identifier":...,"data":"<json object>"}``.
 
     ``data`` is the decoded object, ``"action"`` included, as Rails passes it to the action.
-    ``action`` is ``None`` when the client gave none (or an empty one): route to ``receive``.
     """
 
     identifier: str
@@ -141,9 +155,15 @@ class Perform:
 
     @property
     def action(self) -> str | None:
-        """The action to run, ``None`` when the client named none (``receive``)."""
+        """The action to run, picked as Rails picks it (``data["action"].presence || :receive``):
+        ``"receive"`` when the action is blank (missing, ``""``, whitespace, ``null``, ``false``,
+        ``[]``, ``{}``), the string itself, or ``None`` when it is something else (a number,
+        ``true``, a non-empty array or object), which names no action (Rails fails to make a
+        method name of it and answers nothing)."""
         action = self.data.get("action")
-        return action if isinstance(action, str) and action else None
+        if _is_blank(action):
+            return "receive"
+        return action if isinstance(action, str) else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,14 +22,15 @@ from starlette.websockets import WebSocket
 from . import encoding, health, logs
 from .channel import Channel
 from .config import Settings
-from .connection import Connection
+from .connection import Connection, ConnectionStatistics
 from .handshake import origin_allowed
 from .http_broadcast import BroadcastEndpoint
 from .limits import LimitKind
 from .metrics import Metrics
-from .naming import connection_identifier
+from .naming import connection_identifier, top_level_name
 from .protocol import PROTOCOL_V1_EXT_JSON, DisconnectReason, ping_frame, select_subprotocol
 from .pubsub import MemoryBackend, PubSubBackend
+from .refusals import deny
 from .restore import SessionCache
 from .session import Session
 from .streams import StreamRouter
@@ -60,6 +61,8 @@ class CableServer:
         self.connection_class = connection_class
         self.channels: dict[str, type[Channel]] = {}
         self.router = StreamRouter(pubsub or MemoryBackend())
+        #: The sessions of the open, welcomed connections: internal bookkeeping, which the server
+        #: changes as connections come and go (:meth:`open_connections_statistics` is the public view).
         self.sessions: set[Session] = set()
         self.remote_connections = RemoteConnections(self)
         #: Closed extended-protocol sessions a client may recover with ``?sid=``.
@@ -84,6 +87,12 @@ class CableServer:
         channel_class._server = self
         return channel_class
 
+    def channel_for(self, name: str) -> type[Channel] | None:
+        """The registered channel a subscribe's ``channel`` names, or ``None``. As in Rails, the
+        name may be a constant path from the top level (``::EchoChannel``, ``Object::EchoChannel``);
+        nothing but a registered channel is ever found."""
+        return self.channels.get(top_level_name(name))
+
     def set_pubsub(self, backend: PubSubBackend) -> None:
         """Replace the pub/sub backend (before the server starts)."""
         if self._heartbeat is not None:
@@ -98,6 +107,12 @@ class CableServer:
     def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Await ``callback()`` when the server stops, after clients were told and left."""
         self._stop_callbacks.append(callback)
+
+    def open_connections_statistics(self) -> list[ConnectionStatistics]:
+        """Rails' ``ActionCable.server.open_connections_statistics``: every open connection of
+        this process that was welcomed (a connection still in ``connect`` is not listed yet), by
+        start time."""
+        return sorted((session.connection.statistics for session in self.sessions), key=lambda stats: stats.started_at)
 
     # --- broadcasting ---------------------------------------------------------------------
 
@@ -238,11 +253,13 @@ class CableServer:
         ``@rails/actioncable`` retries with its backoff. (The ``unauthorized`` disconnect frame
         would need an accepted socket and would tell the client never to reconnect.)
         """
-        if scope["type"] != "websocket":
-            await _NOT_FOUND(scope, receive, send)
-            return
         client = scope.get("client")
         address = client[0] if client else "?"
+        if scope["type"] != "websocket":
+            method, path = scope.get("method"), logs.clip(repr(scope.get("path")))
+            logger.info("refused %s %s from %s: not a WebSocket upgrade (404)", method, path, address)
+            await deny(scope, receive, send, _NOT_FOUND)
+            return
         if self._connections_by_address[address] >= self.settings.max_connections_per_address:
             self.metrics.limit_hit(LimitKind.CONNECTIONS_PER_ADDRESS)
             logger.warning(
@@ -251,25 +268,26 @@ class CableServer:
                 self._connections_by_address[address],
                 extra={"peer": address, "limit": LimitKind.CONNECTIONS_PER_ADDRESS.value},
             )
-            await WebSocket(scope, receive, send).send_denial_response(_TOO_MANY)
+            await deny(scope, receive, send, _TOO_MANY)
             return
         self._connections_by_address[address] += 1
         try:
-            await self._serve_socket(scope, receive, send)
+            await self._serve_socket(scope, receive, send, address)
         finally:
             self._connections_by_address[address] -= 1
             if not self._connections_by_address[address]:
                 del self._connections_by_address[address]
 
-    async def _serve_socket(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _serve_socket(self, scope: Scope, receive: Receive, send: Send, address: str) -> None:
         websocket = WebSocket(scope, receive, send)
         if not origin_allowed(self.settings, websocket.headers, scope.get("scheme", "ws")):
-            logger.warning(
-                "refused origin %s (host %s)",
+            logger.info(
+                "refused origin %s (host %s) from %s (404)",
                 logs.clip(repr(websocket.headers.get("origin"))),
                 logs.clip(repr(websocket.headers.get("host"))),
+                address,
             )
-            await websocket.send_denial_response(_NOT_FOUND)
+            await deny(scope, receive, send, _NOT_FOUND)
             return
         subprotocol = select_subprotocol(scope.get("subprotocols", []))
         await websocket.accept(subprotocol=subprotocol)

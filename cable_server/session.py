@@ -127,6 +127,8 @@ class Session:
         #: The extended protocol's session id, which a reconnecting client sends back as ``?sid=``:
         #: a bearer secret (see :attr:`log_id` for what logs show).
         self.sid = secrets.token_urlsafe(12)
+        #: ``time.time()`` when the upgrade request was accepted (Rails' ``started_at``).
+        self.started_at = time.time()
         self.connection: Connection = server.connection_class(self)
         self.subscriptions = Subscriptions(self)
         direct = websocket.scope.get("extensions", {}).get(DIRECT_WRITE)

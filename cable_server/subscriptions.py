@@ -67,7 +67,7 @@ class Subscriptions:
         if len(self._channels) >= limit:
             self._session.send(reject_frame(command.identifier))
             raise LimitExceeded(LimitKind.SUBSCRIPTIONS, f"rejected {command.identifier}: {limit} subscriptions already")
-        channel_class = server.channels.get(command.channel)
+        channel_class = server.channel_for(command.channel)
         if channel_class is None:
             if not server.settings.rails_exact:
                 self._session.send(reject_frame(command.identifier))
@@ -92,7 +92,7 @@ class Subscriptions:
 
     async def perform(self, command: Perform) -> None:
         """Run the action of a ``message`` command on its subscription."""
-        await self._find(command.identifier)._perform(command.data)
+        await self._find(command.identifier)._perform(command)
 
     async def unsubscribe_all(self) -> None:
         """Run every channel's ``unsubscribed`` (the connection is closing); errors are logged."""

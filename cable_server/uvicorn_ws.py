@@ -15,6 +15,10 @@ of ``websockets``' line-by-line generator parser saves ~15% of the CPU a connect
 and the parser generator no longer keeps the request alive for the connection's lifetime.
 ``websockets`` still validates it (``ServerProtocol.accept``) and parses every frame.
 
+A text message that is not UTF-8 closes the connection with 1007 and the reason Rails'
+websocket-driver gives, logged once at info; uvicorn closes with no reason and logs a traceback
+at ERROR for each (a client could fill the error log at will).
+
 It also holds less per idle connection (the measure of how many clients one process holds):
 the upgrade request and response are dropped once the handshake is done (their ``Headers``
 were ~4 KB; the ASGI scope keeps the request headers), and the app's inbox and the writable
@@ -25,10 +29,12 @@ empty ``deque`` allocates a 0.5 KB block: those two held four of them).
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+import logging
+from typing import TYPE_CHECKING, Any, Final
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.datastructures import Headers
+from websockets.frames import CloseCode
 from websockets.http11 import Request
 from websockets.protocol import Protocol
 
@@ -38,6 +44,23 @@ if TYPE_CHECKING:
     from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 
 __all__ = ["CableWebSocketProtocol"]
+
+#: The reason of the 1007 close for a text message that is not UTF-8, as websocket-driver (Rails) words it.
+INVALID_UTF8_REASON: Final = "Could not decode a text frame as UTF-8"
+
+logger = logging.getLogger("cable_server.websocket")
+
+
+def _utf8(parts: list[bytes]) -> bool:
+    """Whether the parts of one message make valid UTF-8 (checked again by uvicorn, which
+    decodes it: ASCII, nearly every command, is told in one pass and never decoded here)."""
+    if all(part.isascii() for part in parts):
+        return True
+    try:
+        b"".join(parts).decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class _Inbox:
@@ -143,6 +166,18 @@ class CableWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.response.status_code == 101:
             # An ASGI extension is a dict; ours holds the writer.
             self.scope["extensions"][DIRECT_WRITE] = {"writer": DirectWriter(self)}
+
+    def send_receive_event_to_app(self) -> None:
+        """uvicorn's, except for a text message that is not UTF-8: the close (1007) carries
+        Rails' reason and is logged at info, once."""
+        if self.curr_msg_data_type == "text" and not self.close_sent and not _utf8(self.frames):
+            self.frames = []
+            client = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
+            logger.info("%s: a text frame is not UTF-8: closing with 1007", client)
+            self.conn.send_close(CloseCode.INVALID_DATA, INVALID_UTF8_REASON)
+            self.handle_parser_exception()
+            return
+        super().send_receive_event_to_app()
 
     async def send(self, message: ASGISendEvent) -> None:
         """uvicorn's ``send``; once the handshake response is out, the request and response go."""

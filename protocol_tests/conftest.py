@@ -79,6 +79,11 @@ class Target:
         result: dict[str, Any] = httpx.get(f"{self.admin_url}/stats", timeout=10).json()
         return result
 
+    def statistics(self) -> list[dict[str, Any]]:
+        """``open_connections_statistics``, ``started_at`` as Unix seconds."""
+        result: list[dict[str, Any]] = httpx.get(f"{self.admin_url}/statistics", timeout=10).json()["connections"]
+        return result
+
 
 def _free_port() -> int:
     with socket.socket() as sock:

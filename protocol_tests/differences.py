@@ -110,6 +110,31 @@ DIFFERENCES = {
             "`@anycable/web` clients get missed broadcasts back after a reconnect, with no app change",
         ),
         Difference(
+            "hooks_as_actions",
+            DESIGN,
+            'A client performs a hook: `perform("subscribed")`, `perform("unsubscribed")`',
+            "runs it when the channel defines it publicly (generated channels do): streams opened twice, "
+            "so each broadcast arrives twice; `unsubscribed` runs while the subscription stays",
+            "ignored, like any method that is not an action (logged)",
+            "a client cannot double its streams or announce a leave (a presence `unsubscribed`) without leaving",
+        ),
+        Difference(
+            "frame_size",
+            DESIGN,
+            "A client frame over 1 MiB",
+            "accepted up to 64 MiB (websocket-driver's limit)",
+            "closed with 1009 (`Settings(max_frame_bytes=...)`, 1 MiB by default)",
+            "one client cannot make a process hold 64 MiB at once; ActionCable commands are small",
+        ),
+        Difference(
+            "handshake_headers",
+            DESIGN,
+            "An upgrade without `Sec-WebSocket-Key` or without `Sec-WebSocket-Version`",
+            "no key: 500 (puma's low-level error); no version: 101 with a draft-75 (pre-RFC 6455) handshake no browser speaks",
+            "400, naming the missing header",
+            "RFC 6455 requires both; the answer says what is wrong",
+        ),
+        Difference(
             "base_channel",
             VERSION,
             'Subscribe to `{"channel":"ActionCable::Channel::Base"}`',

@@ -246,7 +246,19 @@ def admin_routes(cable: CableServer) -> Starlette:
         return JSONResponse(ok)
 
     async def stats(request: Request) -> JSONResponse:
-        return JSONResponse({"connections": len(cable.sessions)})
+        return JSONResponse({"connections": len(cable.open_connections_statistics())})
+
+    async def statistics(request: Request) -> JSONResponse:
+        connections = [
+            {
+                "identifier": stats.identifier,
+                "started_at": stats.started_at.timestamp(),
+                "subscriptions": list(stats.subscriptions),
+                "request_id": stats.request_id,
+            }
+            for stats in cable.open_connections_statistics()
+        ]
+        return JSONResponse({"connections": connections})
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"ok": True, "server": "cable-server", "version": cable_server.__version__})
@@ -257,6 +269,7 @@ def admin_routes(cable: CableServer) -> Starlette:
             Route("/__admin/disconnect", disconnect, methods=["POST"]),
             Route("/__admin/restart", restart, methods=["POST"]),
             Route("/__admin/stats", stats),
+            Route("/__admin/statistics", statistics),
             Route("/__admin/health", health),
         ]
     )

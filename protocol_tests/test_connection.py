@@ -93,3 +93,17 @@ async def test_closed_connections_leave_the_server(connect: Connect, target: Tar
             break
         await asyncio.sleep(0.1)
     assert target.stats()["connections"] == before
+
+
+async def test_open_connections_statistics(connect: Connect, target: Target) -> None:
+    """open_connections_statistics lists a welcomed connection: its identifier, start time and
+    subscription identifiers as sent, in subscription order (no request id without one)."""
+    before = time.time()
+    client = await connect("statistics-user")
+    channels = [ident("EchoChannel", room="stats-b"), '{ "channel" : "EchoChannel", "room" : "stats-a" }']
+    for channel in channels:
+        await client.subscribe(channel)
+    [mine] = [stats for stats in target.statistics() if stats["identifier"] == "statistics-user"]
+    assert mine["subscriptions"] == channels
+    assert before - 0.5 <= mine["started_at"] <= time.time()
+    assert mine["request_id"] is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .client import CableClient, assert_usable, closed_with
+from .client import CableClient, assert_usable, closed_with, ident
 from .conftest import Connect
 
 
@@ -78,6 +78,21 @@ async def test_client_close_code_is_echoed(client: CableClient) -> None:
 
 
 async def test_invalid_utf8_text_frame_closes_with_1007(client: CableClient) -> None:
-    """A text frame that is not UTF-8 is a WebSocket protocol error: the server closes with 1007."""
+    """A text frame that is not UTF-8 is a WebSocket protocol error: close 1007, with websocket-driver's reason."""
     await client.ws.send(b'{"command":"\xff"}', text=True)
     assert await closed_with(client) == 1007
+    close = client.ws.protocol.close_rcvd
+    assert close is not None and close.reason == "Could not decode a text frame as UTF-8"
+
+
+@pytest.mark.differs("frame_size")
+async def test_a_frame_over_one_mebibyte(client: CableClient, rails_way: bool) -> None:
+    """A 2 MiB command: Rails (up to 64 MiB) runs it; we close with 1009 (max_frame_bytes)."""
+    channel = ident("EchoChannel", room="big")
+    await client.subscribe(channel)
+    big = "x" * (2 << 20)
+    await client.perform(channel, "echo", big=big)
+    if rails_way:
+        assert (await client.recv(timeout=10))["message"] == {"big": big, "action": "echo"}
+    else:
+        assert await closed_with(client) == 1009

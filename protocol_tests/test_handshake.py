@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from urllib.parse import urlsplit
+
 import httpx
 import pytest
 import websockets
@@ -127,3 +130,32 @@ async def test_plain_http_to_the_cable_path_is_404(target: Target, method: str) 
 async def test_cable_is_mounted_as_a_prefix(connect: Connect) -> None:
     """/cable/anything?x=1 upgrades like /cable (a Rack mount matches by prefix)."""
     await connect(path="/foo?x=1")
+
+
+@pytest.mark.differs("handshake_headers")
+@pytest.mark.parametrize(("missing", "rails_status"), [("Sec-WebSocket-Key", 500), ("Sec-WebSocket-Version", 101)])
+async def test_an_upgrade_without_a_required_header(target: Target, rails_way: bool, missing: str, rails_status: int) -> None:
+    """Without Sec-WebSocket-Key Rails answers 500, without Sec-WebSocket-Version a draft-75
+    101 (no client can use either); we answer 400."""
+    url = urlsplit(target.cable_url)
+    headers = {
+        "Host": url.netloc,
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Origin": ALLOWED_ORIGIN,
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+    }
+    del headers[missing]
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        lines = [f"GET {url.path} HTTP/1.1", *(f"{name}: {value}" for name, value in headers.items()), "", ""]
+        writer.write("\r\n".join(lines).encode())
+        status_line = await asyncio.wait_for(reader.readline(), 5)
+    finally:
+        writer.close()
+    if rails_way:
+        expected = "HTTP/1.1 101 Web Socket Protocol Handshake" if rails_status == 101 else "HTTP/1.1 500 Internal Server Error"
+    else:
+        expected = "HTTP/1.1 400 Bad Request"
+    assert status_line.decode().rstrip() == expected

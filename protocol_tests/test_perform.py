@@ -7,7 +7,7 @@ import json
 import pytest
 
 from .client import CableClient, assert_usable, ident
-from .conftest import Connect
+from .conftest import Connect, Target
 
 ECHO = ident("EchoChannel", room="perform")
 
@@ -27,11 +27,25 @@ async def test_action_output_is_encoded_like_active_support(client: CableClient)
     assert await client.recv_raw() == '{"identifier":' + json.dumps(ECHO) + ',"message":' + message + "}"
 
 
-@pytest.mark.parametrize("data", [{"x": 1}, {"x": 1, "action": ""}], ids=["no-action", "empty-action"])
-async def test_data_without_an_action_goes_to_receive(client: CableClient, data: dict[str, object]) -> None:
-    """A message with no (or an empty) action is handed to receive(data)."""
+@pytest.mark.parametrize(
+    "action",
+    [None, "", "   ", "\t\n", "\u3000\u00a0\u0085", False, [], {}],
+    ids=["none", "empty", "spaces", "tab-newline", "unicode-spaces", "false", "empty-array", "empty-object"],
+)
+async def test_a_blank_action_goes_to_receive(client: CableClient, action: object) -> None:
+    """A message whose action is missing or blank (ActiveSupport's blank?) is handed to receive(data)."""
+    data = {"x": 1} if action is None else {"x": 1, "action": action}
     await client.send({"command": "message", "identifier": ECHO, "data": json.dumps(data)})
     assert (await client.recv())["message"] == {"received": data}
+
+
+async def test_an_action_that_is_neither_blank_nor_a_method_is_ignored(client: CableClient) -> None:
+    """Not blank to Ruby (U+001C, U+200B), padded, or no string at all: no action, no answer, no receive."""
+    for action in ["\x1c", "\u200b", " echo", 0, True, ["echo"]]:
+        await client.send({"command": "message", "identifier": ECHO, "data": json.dumps({"action": action})})
+    await client.expect_silence()
+    await client.perform(ECHO, "ping_user")
+    assert (await client.recv())["message"] == {"user": "alice"}
 
 
 async def test_an_action_without_a_parameter_is_called_without_data(client: CableClient) -> None:
@@ -42,14 +56,37 @@ async def test_an_action_without_a_parameter_is_called_without_data(client: Cabl
 
 @pytest.mark.parametrize(
     "action",
-    ["nonexistent", "subscribed", "unsubscribed", "transmit", "stream_from", "reject", "stop_all_streams", "periodically"],
+    ["nonexistent", "transmit", "stream_from", "reject", "stop_all_streams", "periodically"],
 )
 async def test_unknown_and_framework_actions_are_ignored(client: CableClient, action: str) -> None:
-    """Actions that are not public methods of the channel itself get no answer and change nothing."""
+    """Actions that are not public methods of the channel itself get no answer and change nothing
+    (hooks: test_hooks_performed_as_actions)."""
     await client.perform(ECHO, action, payload="x")
     await client.expect_silence()
     await client.perform(ECHO, "ping_user")
     assert (await client.recv())["message"] == {"user": "alice"}
+
+
+@pytest.mark.differs("hooks_as_actions")
+async def test_hooks_performed_as_actions(connect: Connect, target: Target, rails_way: bool) -> None:
+    """perform("subscribed") and perform("unsubscribed"): Rails runs the channel's own hooks (its
+    streams doubled, a leave announced by a subscriber that stays); we ignore both."""
+    client = await connect("hooker")
+    deferred, presence = ident("DeferredChannel", room="hooks"), ident("PresenceChannel", room="hooks")
+    hello = {"identifier": deferred, "message": {"hello": "from subscribed"}}
+    await client.send({"command": "subscribe", "identifier": deferred})
+    assert await client.recv() == hello
+    assert await client.recv() == {"identifier": deferred, "type": "confirm_subscription"}
+    await client.subscribe(presence)
+    await client.perform(deferred, "subscribed")
+    await client.perform(presence, "unsubscribed")
+    if rails_way:  # the two hooks ran, on Rails' thread pool: in either order
+        frames = [await client.recv() for _ in range(2)]
+        assert hello in frames and {"identifier": presence, "message": {"left": "hooker"}} in frames
+    target.admin("broadcast", {"n": 1}, stream="deferred_a_hooks")
+    for _ in range(2 if rails_way else 1):
+        assert await client.recv() == {"identifier": deferred, "message": {"n": 1}}
+    await client.expect_silence()
 
 
 @pytest.mark.parametrize(

@@ -117,8 +117,19 @@ async def test_transmit_in_subscribed_arrives_before_the_confirmation(connect: C
     assert await client.recv_raw() == confirm(channel)
 
 
+@pytest.mark.parametrize("name", ["::EchoChannel", "Object::EchoChannel", "::Object::Object::EchoChannel"])
+async def test_a_channel_named_by_its_constant_path(connect: Connect, name: str) -> None:
+    """::EchoChannel and Object::EchoChannel are EchoChannel (safe_constantize); params keep the name as sent."""
+    client = await connect()
+    channel = ident(name, room="const")
+    await client.send({"command": "subscribe", "identifier": channel})
+    assert await client.recv_raw() == confirm(channel)
+    await client.perform(channel, "params_dump")
+    assert await client.recv() == {"identifier": channel, "message": {"channel": name, "room": "const"}}
+
+
 @pytest.mark.differs("unknown_channel")
-@pytest.mark.parametrize("name", ["NoSuchChannel", "String", "Kernel"])
+@pytest.mark.parametrize("name", ["NoSuchChannel", "String", "Kernel", "::String", "Kernel::EchoChannel"])
 async def test_unknown_channel(connect: Connect, rails_way: bool, name: str) -> None:
     """A channel that does not exist (or a constant that is not a channel): Rails is silent, we reject."""
     client = await connect()

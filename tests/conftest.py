@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import uvicorn
 
 from cable_server import CableServer, MemoryBackend, PubSubBackend, RedisBackend, Settings
 from cable_server.runner import CableUvicornServer, config_for
@@ -56,9 +57,14 @@ ServerFactory = Callable[..., Awaitable[RunningServer]]
 METRICS_SECRET = "metrics-secret-of-the-tests"
 
 
-async def start_server(cable: CableServer, port: int = 0, **options: Any) -> RunningServer:
-    """``options`` go to uvicorn's config (``http=`` a protocol class, say)."""
-    server = CableUvicornServer(config_for(cable, port=port, log_level="warning", log_config=None, **options), cable)
+async def start_server(cable: CableServer, port: int = 0, *, ws: str | None = None, **options: Any) -> RunningServer:
+    """``options`` go to uvicorn's config (``http=`` a protocol class, say). ``ws`` names a stock
+    uvicorn WebSocket implementation to serve with instead of ours (the plain ASGI path)."""
+    if ws is None:
+        config = config_for(cable, port=port, log_level="warning", log_config=None, **options)
+    else:
+        config = uvicorn.Config(cable, port=port, log_level="warning", log_config=None, lifespan="on", ws=ws, **options)
+    server = CableUvicornServer(config, cable)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import pytest
 
@@ -86,6 +87,25 @@ async def test_the_frame_size_limit_is_a_setting(serve: ServerFactory) -> None:
     big = "x" * (2 << 20)
     await client.perform(ECHO, "echo", big=big)
     assert (await client.recv(timeout=10))["message"]["big"] == big
+
+
+@pytest.mark.parametrize("fragments", [[b'{"command":"\xff"}'], [b'{"command":"\xc3', b'\xa9\xff"}']], ids=["one", "fragmented"])
+async def test_a_text_message_that_is_not_utf8_closes_with_1007_and_one_info_line(
+    server: RunningServer, caplog: pytest.LogCaptureFixture, fragments: list[bytes]
+) -> None:
+    """Invalid UTF-8 (also across fragments): close 1007 with Rails' reason, one info record on our
+    logger, nothing at ERROR (uvicorn logged a traceback per frame); other connections carry on."""
+    caplog.set_level(logging.INFO)
+    bystander = await server.client()
+    await bystander.subscribe(ECHO)
+    client = await server.client()
+    await client.ws.send(fragments if len(fragments) > 1 else fragments[0], text=True)
+    assert await closed_with(client) == 1007
+    close = client.ws.protocol.close_rcvd
+    assert close is not None and close.reason == "Could not decode a text frame as UTF-8"
+    await assert_alive(bystander)
+    assert [r.levelno for r in caplog.records if "not UTF-8" in r.getMessage()] == [logging.INFO]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_client_close_code_and_reason_are_echoed(client: CableClient) -> None:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
 import httpx
 import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
+from cable_server import Settings
 from protocol_tests.client import CableClient
 
-from .conftest import RunningServer, ServerFactory
+from .conftest import RunningServer, ServerFactory, start_server
+from .fixture_app import create_app
 
 
 @pytest.mark.parametrize(
@@ -109,3 +115,36 @@ async def test_other_paths_are_not_the_cable(server: RunningServer) -> None:
         assert (await http.get(f"{server.http_url}/elsewhere")).status_code == 404
     with pytest.raises(InvalidStatus):
         await websockets.connect(f"ws://127.0.0.1:{server.port}/cablex", origin=server.origin)
+
+
+@pytest.fixture(params=["cable", "websockets-sansio"])
+async def either_path(request: pytest.FixtureRequest) -> AsyncIterator[RunningServer]:
+    """One connection per address, served by our uvicorn protocol or by stock uvicorn (plain ASGI)."""
+    cable = create_app(Settings(ping_interval=0.5, shutdown_timeout=1.0, max_connections_per_address=1))
+    server = await start_server(cable, ws=None if request.param == "cable" else request.param)
+    yield server
+    await server.stop()
+
+
+async def test_refusals_before_the_upgrade_are_logged_once_and_never_as_errors(
+    either_path: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refused Origin and a plain HTTP request: one info record each on our logger, with the
+    reason; one connection too many: its limit warning. uvicorn adds no ERROR (it logged
+    "returned without completing handshake" for every denial response)."""
+    server = either_path
+    caplog.set_level(logging.INFO)
+    assert (await _refused(server.url, "http://evil.example")).response.status_code == 404
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(f"{server.http_url}/cable")).status_code == 404
+    client = await server.client()
+    assert (await _refused(server.url, server.origin)).response.status_code == 429
+    await client.close()
+    async with asyncio.timeout(5):  # every ASGI task has returned: uvicorn has logged what it would
+        while server.uvicorn.server_state.tasks:
+            await asyncio.sleep(0.01)
+    ours = [r for r in caplog.records if r.name.startswith("cable_server") and r.getMessage().startswith("refused")]
+    assert [r.levelno for r in ours] == [logging.INFO, logging.INFO, logging.WARNING], [r.getMessage() for r in ours]
+    assert ours[0].getMessage().startswith("refused origin 'http://evil.example'")
+    assert ours[1].getMessage().startswith("refused GET '/cable' from 127.0.0.1: not a WebSocket upgrade")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

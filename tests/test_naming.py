@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cable_server.naming import channel_name_for, connection_identifier, serialize_broadcasting, to_param
+from cable_server.naming import channel_name_for, connection_identifier, serialize_broadcasting, to_param, top_level_name
 
 
 class Model:
@@ -71,6 +71,28 @@ def test_channel_suffix_removed_only_at_end() -> None:
 
 
 # --- to_param ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("EchoChannel", "EchoChannel"),
+        ("::EchoChannel", "EchoChannel"),
+        ("Object::EchoChannel", "EchoChannel"),
+        ("::Object::Object::EchoChannel", "EchoChannel"),
+        ("::Admin::ChatChannel", "Admin::ChatChannel"),
+        # What Ruby's const_get refuses stays a name no channel has:
+        ("Object::::EchoChannel", "::EchoChannel"),
+        ("::::EchoChannel", "::EchoChannel"),
+        ("Kernel::EchoChannel", "Kernel::EchoChannel"),
+        ("EchoChannel::", "EchoChannel::"),
+        ("Object::", ""),
+        ("::", ""),
+    ],
+)
+def test_top_level_name_undoes_only_the_top_level_spellings(path: str, name: str) -> None:
+    """A leading ``::`` and ``Object::`` segments are dropped (Ruby resolves them to the top level); nothing else is."""
+    assert top_level_name(path) == name
 
 
 def test_to_param_prefers_gid_param() -> None:

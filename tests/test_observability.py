@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -184,3 +185,26 @@ async def test_generation_metrics(serve: ServerFactory, fake_openai: FakeOpenAI)
 def test_secret_query_parameters_are_redacted(target: str, logged: str) -> None:
     """The names Rails filters by default, plus AnyCable's sid: their values never reach a log line."""
     assert redact_query(target) == logged
+
+
+async def test_open_connections_statistics(server: RunningServer) -> None:
+    """Rails' open_connections_statistics: each welcomed connection's identifier, start time,
+    subscription identifiers as sent and X-Request-Id (cleaned as Rails cleans it); closed ones go."""
+    before = datetime.now(UTC)
+    alice = await server.client("?user=alice", headers={"X-Request-Id": "req-1@proxy <script>;é"})
+    spaced = '{ "channel" : "EchoChannel", "room" : "observed" }'
+    for identifier in (ROOM, spaced):
+        await alice.subscribe(identifier)
+    anonymous = await server.client()
+    first, second = server.cable.open_connections_statistics()
+    assert (first.identifier, first.subscriptions, first.request_id) == ("alice", (ROOM, spaced), "req-1@proxyscript")
+    assert (second.identifier, second.subscriptions, second.request_id) == ("", (), None)
+    assert before <= first.started_at <= second.started_at <= datetime.now(UTC)
+    sessions = {session.connection.log_id: session for session in server.cable.sessions}
+    assert sessions.keys() == {first.connection_id, second.connection_id}
+    assert sessions[first.connection_id].connection.statistics == first
+    await anonymous.close()
+    async with asyncio.timeout(2):
+        while len(server.cable.open_connections_statistics()) > 1:
+            await asyncio.sleep(0.01)
+    assert server.cable.open_connections_statistics() == [first]

@@ -153,14 +153,40 @@ def test_message_as_rails_client_sends_it() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    ['{"raw":true}', '{"action":""}', '{"action":null}', '{"action":5}', '{"action":["echo"]}', '{"action":{}}', "{}"],
+    [
+        '{"raw":true}',
+        "{}",
+        '{"action":""}',
+        '{"action":" \\t\\n\\r\\f\\u000b"}',
+        '{"action":"\\u0085\\u00a0\\u1680\\u2000\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"}',
+        '{"action":null}',
+        '{"action":false}',
+        '{"action":[]}',
+        '{"action":{}}',
+    ],
 )
-def test_perform_action_none_when_missing_empty_or_not_a_string(data: str) -> None:
-    """Perform.action is None (route to ``receive``) for a missing, empty or non-string action."""
+def test_perform_a_blank_action_is_receive(data: str) -> None:
+    """A missing or blank action (ActiveSupport's ``blank?``: Unicode whitespace, null, false, [], {}) is ``receive``."""
     command = decode_command(message(ECHO_R1, data))
     assert isinstance(command, Perform)
-    assert command.action is None
+    assert command.action == "receive"
     assert command.data == json.loads(data)
+
+
+@pytest.mark.parametrize("action", [0, 5, 1.5, True, ["echo"], {"a": 1}])
+def test_perform_an_action_that_is_not_a_string_names_none(action: object) -> None:
+    """A number, true, or a non-empty array or object is no action (Rails cannot make a method name of it)."""
+    command = decode_command(message(ECHO_R1, json.dumps({"action": action})))
+    assert isinstance(command, Perform)
+    assert command.action is None
+
+
+@pytest.mark.parametrize("action", ["\x1c", "\u200b", " echo", "echo "])
+def test_perform_a_string_action_that_is_not_blank_is_kept_as_is(action: str) -> None:
+    """U+001C (whitespace to Python, not to Ruby), U+200B and padding around a name are not blank."""
+    command = decode_command(message(ECHO_R1, json.dumps({"action": action})))
+    assert isinstance(command, Perform)
+    assert command.action == action
 
 
 # --- decode_command: malformed frames ------------------------------------------------------------

@@ -13,16 +13,14 @@ import socket
 from collections.abc import Generator
 
 import pytest
-import uvicorn
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
 from cable_server import Settings
-from cable_server.runner import CableUvicornServer, config_for
 from cable_server.wsframe import text_frame
 from protocol_tests.client import CableClient, ident
 
-from .conftest import RunningServer
+from .conftest import RunningServer, start_server
 from .fixture_app import create_app
 
 ECHO = ident("EchoChannel", room="t")
@@ -61,15 +59,7 @@ async def start(ws: str) -> RunningServer:
     cable = create_app(
         Settings(ping_interval=0.5, shutdown_timeout=1.0, max_send_buffer=64 * 1024, command_burst=1000, close_timeout=1.0)
     )
-    if ws == "cable":
-        config = config_for(cable, port=0, log_level="warning", log_config=None)
-    else:
-        config = uvicorn.Config(cable, port=0, log_level="warning", log_config=None, lifespan="on", ws=ws)
-    server = CableUvicornServer(config, cable)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    return RunningServer(cable, server, task, server.servers[0].sockets[0].getsockname()[1])
+    return await start_server(cable, ws=None if ws == "cable" else ws)
 
 
 @pytest.fixture(params=["cable", "websockets-sansio"])

@@ -42,6 +42,9 @@ Admin = lambda do |env|
     reply.({ ok: true })
   when ["GET", "/stats"]
     reply.({ connections: ActionCable.server.connections.size })
+  when ["GET", "/statistics"]
+    connections = ActionCable.server.open_connections_statistics
+    reply.({ connections: connections.map { |stats| stats.merge(started_at: stats[:started_at].to_f) } })
   when ["GET", "/health"]
     reply.({ ok: true, server: "rails", version: ActionCable.version.to_s })
   else
