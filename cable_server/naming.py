@@ -17,6 +17,11 @@ def channel_name_for(identifier_name: str) -> str:
     return ":".join(_CAMEL_BOUNDARY.sub("_", part).lower() for part in name.split(":"))
 
 
+#: What a constant path may start with and still name a top-level constant (one regex: a loop of
+#: removeprefix would copy the name once per "Object::", quadratic in a 1 MiB identifier).
+_TOP_LEVEL_PREFIX = re.compile(r"(?:::)?(?:Object::)*")
+
+
 def top_level_name(constant_path: str) -> str:
     """The name a Ruby constant path gives from the top level, as Rails' ``safe_constantize``
     (``Object.const_get``) reads a subscribe's channel: ``::EchoChannel``, ``Object::EchoChannel``
@@ -24,10 +29,7 @@ def top_level_name(constant_path: str) -> str:
 
     Only these spellings are undone; the result is still a name to look up among the registered
     channels, never a path to walk."""
-    name = constant_path.removeprefix("::")
-    while name.startswith("Object::"):
-        name = name.removeprefix("Object::")
-    return name
+    return _TOP_LEVEL_PREFIX.sub("", constant_path, count=1)  # the pattern matches at 0, if only ""
 
 
 def to_param(obj: Any) -> str:
