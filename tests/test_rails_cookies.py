@@ -224,6 +224,8 @@ async def test_tampered_renamed_and_garbage_cookies_are_refused(
         "user_id=42": MessageProblem.MALFORMED,
         "user_id=a--b--c": MessageProblem.MALFORMED,
         "user_id=%E2%82%AC--%E2%82%AC--%E2%82%AC": MessageProblem.MALFORMED,
+        "user_id=QUFBQQ%3D%3D--QUFB--QUFBQUFBQUFBQUFBQUFBQQ%3D%3D": MessageProblem.MALFORMED,  # a 3-byte IV
+        "user_id=QUFBQQ%3D%3D----QUFBQUFBQUFBQUFBQUFBQQ%3D%3D": MessageProblem.MALFORMED,  # no IV
     }
     for cookie, problem in cases.items():
         caplog.clear()
@@ -242,12 +244,14 @@ async def test_no_cookie_is_refused_without_a_log_line(server: RunningServer, ca
 
 
 def test_secrets_are_checked_when_configured() -> None:
-    """An empty secret or an unknown digest fails at startup, not at the first connection."""
+    """An empty secret or an unknown digest fails at startup, not at the first connection; neither the
+    secret nor a cookie's value is ever in a repr (logs, error trackers)."""
     with pytest.raises(ValueError, match="secret_key_base"):
         RailsSecrets("")
     with pytest.raises(ValueError, match="digest"):
         RailsSecrets(SECRET, key_digest="sha3000")
-    assert "6f1e" not in repr(SHA1.jar({"user_id": "secret-value"}))
+    assert "6f1e" not in repr(SHA1) and "6f1e" not in repr(SHA1.jar({"user_id": "secret-value"}))
+    assert "secret-value" not in repr(SHA1.jar({"user_id": "secret-value"}))
 
 
 def test_warden_user_key_reads_only_devise_shape() -> None:

@@ -30,7 +30,8 @@ _SIGNING_KEY_BYTES = 64  # KeyGenerator#generate_key's default size
 class RailsSecrets:
     """One way a Rails app derives its cookie keys: the current one, or an older one still read."""
 
-    secret_key_base: str
+    #: Never in a ``repr`` (logs, error trackers' frame locals).
+    secret_key_base: str = field(repr=False)
     #: ``config.active_support.key_generator_hash_digest_class``: ``"sha1"`` up to Rails 6.1 (and
     #: apps upgraded without changing it), ``"sha256"`` for apps on ``load_defaults 7.0`` or later.
     key_digest: str = "sha1"
@@ -62,9 +63,11 @@ class RailsCookies:
     authenticated_encrypted_cookie_salt: str = "authenticated encrypted cookie"
 
     @classmethod
-    def from_secret(cls, secret_key_base: str, *, key_digest: str = "sha1", **options: Any) -> RailsCookies:
+    def from_secret(
+        cls, secret_key_base: str, *, key_digest: str = "sha1", signed_cookie_digest: str = "sha1", **options: Any
+    ) -> RailsCookies:
         """Shorthand: ``RailsCookies.from_secret(os.environ["SECRET_KEY_BASE"], key_digest="sha256")``."""
-        return cls(RailsSecrets(secret_key_base, key_digest=key_digest), **options)
+        return cls(RailsSecrets(secret_key_base, key_digest=key_digest, signed_cookie_digest=signed_cookie_digest), **options)
 
     def jar(self, cookies: Mapping[str, str | None], *, peer: str = "?") -> CookieJar:
         """A jar over ``cookies`` (Rack-parsed, as :attr:`cable_server.Connection.cookies`);

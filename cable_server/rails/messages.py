@@ -106,12 +106,14 @@ def decrypt(message: str, key: bytes) -> bytes:
     if len(parts) < 3:
         raise InvalidMessage(MessageProblem.MALFORMED)
     ciphertext, iv, tag = (_strict_b64decode(part) for part in parts[:3])
-    if len(tag) != _GCM_TAG_BYTES or not iv:
+    if len(tag) != _GCM_TAG_BYTES:
         raise InvalidMessage(MessageProblem.MALFORMED)
     try:
         return AESGCM(key).decrypt(iv, ciphertext + tag, b"")
     except InvalidTag:
         raise InvalidMessage(MessageProblem.NOT_AUTHENTIC) from None
+    except ValueError:  # an IV of a length AES-GCM does not take (OpenSSL takes 8 to 128 bytes)
+        raise InvalidMessage(MessageProblem.MALFORMED) from None
 
 
 def _load_json(payload: bytes) -> Any:
