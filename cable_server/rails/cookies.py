@@ -78,31 +78,22 @@ class RailsCookies:
         yield self.secrets
         yield from self.rotations
 
-    def read_signed(self, message: str, purpose: str | None) -> Any:
-        """The value of a signed cookie's ``message``, or :class:`InvalidMessage` for the first secret."""
+    def _key(self, secrets: RailsSecrets, salt: str, length: int) -> bytes:
+        return derive_key(secrets.secret_key_base, salt, length, secrets.key_digest, secrets.iterations)
 
-        def payload(secrets: RailsSecrets) -> bytes:
-            key = derive_key(
-                secrets.secret_key_base, self.signed_cookie_salt, _SIGNING_KEY_BYTES, secrets.key_digest, secrets.iterations
+    def signed_payload(self, message: str) -> bytes:
+        """The payload of a signed cookie's ``message`` (still to :func:`unwrap`), or :class:`InvalidMessage`."""
+        return self._first_authentic(
+            lambda secrets: verify_signature(
+                message, self._key(secrets, self.signed_cookie_salt, _SIGNING_KEY_BYTES), secrets.signed_cookie_digest
             )
-            return verify_signature(message, key, secrets.signed_cookie_digest)
+        )
 
-        return unwrap(self._first_authentic(payload), purpose)
-
-    def read_encrypted(self, message: str, purpose: str | None) -> Any:
-        """The value of an encrypted cookie's ``message``, or :class:`InvalidMessage`."""
-
-        def payload(secrets: RailsSecrets) -> bytes:
-            key = derive_key(
-                secrets.secret_key_base,
-                self.authenticated_encrypted_cookie_salt,
-                _AES_256_KEY_BYTES,
-                secrets.key_digest,
-                secrets.iterations,
-            )
-            return decrypt(message, key)
-
-        return unwrap(self._first_authentic(payload), purpose)
+    def encrypted_payload(self, message: str) -> bytes:
+        """The plaintext of an encrypted cookie's ``message`` (still to :func:`unwrap`), or :class:`InvalidMessage`."""
+        return self._first_authentic(
+            lambda secrets: decrypt(message, self._key(secrets, self.authenticated_encrypted_cookie_salt, _AES_256_KEY_BYTES))
+        )
 
     def _first_authentic(self, payload: Callable[[RailsSecrets], bytes]) -> bytes:
         """The payload under the first secrets it is authentic under (Rails' rotation order)."""
@@ -124,7 +115,7 @@ class _Reader:
 
     jar: CookieJar
     kind: str
-    read: Callable[[str, str | None], Any]
+    payload: Callable[[str], bytes]
     _values: dict[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> Any:
@@ -132,23 +123,20 @@ class _Reader:
             self._values[name] = self._value(name)
         return self._values[name]
 
-    def get(self, name: str, default: Any = None) -> Any:
-        value = self[name]
-        return default if value is None else value
-
     def _value(self, name: str) -> Any:
         message = self.jar.get(name)
         if message is None:
             return None
         try:
+            payload = self.payload(message)
             try:
-                return self.read(message, f"cookie.{name}")
+                return unwrap(payload, f"cookie.{name}")
             except InvalidMessage as exc:
                 # As Rails: a message without the cookie's purpose may be one written without
-                # metadata (before Rails 6.0); read it once more with no purpose.
+                # metadata (before Rails 6.0); it is read once more with no purpose.
                 if exc.reason is not MessageProblem.PURPOSE:
                     raise
-                return self.read(message, None)
+                return unwrap(payload, None)
         except InvalidMessage as exc:
             log = logger.warning if exc.reason is MessageProblem.MARSHAL else logger.info
             log("%s: %s cookie %r refused: %s", self.jar.peer, self.kind, name, exc.reason)
@@ -163,9 +151,9 @@ class CookieJar(Mapping[str, str | None]):
         self.rails = rails
         self.peer = peer
         #: ``cookies.signed[name]``: the value, or ``None`` (missing or refused).
-        self.signed = _Reader(self, "signed", rails.read_signed)
+        self.signed = _Reader(self, "signed", rails.signed_payload)
         #: ``cookies.encrypted[name]``: the value, or ``None`` (missing or refused).
-        self.encrypted = _Reader(self, "encrypted", rails.read_encrypted)
+        self.encrypted = _Reader(self, "encrypted", rails.encrypted_payload)
 
     def __getitem__(self, name: str) -> str | None:
         return self._cookies[name]
