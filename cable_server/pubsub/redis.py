@@ -25,9 +25,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from .. import encoding, redis_client
 from ..errors import PubSubError
@@ -114,7 +114,7 @@ class RedisBackend(PubSubBackend):
             await asyncio.gather(self._reader, return_exceptions=True)
             self._reader = None
         if self._pubsub is not None:
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self._pubsub.aclose()
             self._pubsub = None
         if self._redis is not None:
             await self._publisher.close()
@@ -227,7 +227,7 @@ class RedisBackend(PubSubBackend):
         logger.error("lost the Redis subscriber connection (%s); reconnecting", error or type(error).__name__)
         if self._pubsub is not None:
             with contextlib.suppress(*_FAILURES):
-                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+                await self._pubsub.aclose()
         delay = 0.05
         while True:
             await asyncio.sleep(delay)
