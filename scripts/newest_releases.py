@@ -50,10 +50,10 @@ def install(venv: Path, requirements: list[str]) -> dict[str, str]:
     """A venv holding ``requirements`` (newest allowed), then the project's venv; their versions."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--upgrade"]
+    pip = [str(ROOT / "scripts" / "uv"), "pip", "install", "--python", str(python), "--quiet", "--upgrade"]
     done = subprocess.run([*pip, *requirements], capture_output=True, text=True)
     if done.returncode:
-        raise SystemExit(f"newest_releases: pip failed:\n{done.stdout}{done.stderr}")
+        raise SystemExit(f"newest_releases: uv pip install failed:\n{done.stdout}{done.stderr}")
     site = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
     # After the venv's own packages: the project (from source) and the rest of its dependencies.
     (site / "cable_server_project.pth").write_text(f"{ROOT}\n{sysconfig.get_paths()['purelib']}\n")

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import ast
 import gc
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class _ParsesWhenCollected:
@@ -43,3 +50,41 @@ def test_a_parse_still_raises_what_the_source_deserves() -> None:
     with pytest.raises(SyntaxError):
         ast.parse("def broken(:\n")
     assert gc.isenabled()
+
+
+def _pins(lock: str) -> dict[str, Version]:
+    text = (ROOT / lock).read_text()
+    return {canonicalize_name(name): Version(version) for name, version in re.findall(r"^([\w.-]+)==([^\s;\\]+)", text, re.M)}
+
+
+def _requirements(*groups: str) -> list[Requirement]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    listed = [*project["project"]["dependencies"], *project["project"]["optional-dependencies"]["speedups"]]
+    for group in groups:
+        listed += project["dependency-groups"][group]
+    return [Requirement(requirement) for requirement in listed]
+
+
+@pytest.mark.parametrize(("lock", "groups"), [("requirements.lock", ("build",)), ("requirements-dev.lock", ("build", "dev"))])
+def test_each_lock_satisfies_the_ranges_of_pyproject(lock: str, groups: tuple[str, ...]) -> None:
+    """A range edited in pyproject.toml without ``scripts/lock`` fails here, not on a user's machine."""
+    pins = _pins(lock)
+    for requirement in _requirements(*groups):
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement.name} is not in {lock}"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"{lock}: {name}=={pins[name]} is outside {requirement}"
+        )
+
+
+def test_the_demo_runs_the_versions_the_tests_ran() -> None:
+    runtime, dev = _pins("requirements.lock"), _pins("requirements-dev.lock")
+    assert {name: dev.get(name) for name in runtime} == runtime
+
+
+def test_every_locked_distribution_carries_its_hashes() -> None:
+    for lock in ("requirements.lock", "requirements-dev.lock", "scripts/uv-requirements.txt"):
+        entries = re.split(r"\n(?=[\w.-]+==)", (ROOT / lock).read_text())
+        pinned = [entry for entry in entries if re.match(r"[\w.-]+==", entry)]
+        assert pinned
+        assert all("--hash=sha256:" in entry for entry in pinned), lock
