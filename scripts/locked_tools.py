@@ -1,7 +1,7 @@
-"""Print ``name==version`` for each package of pyproject.toml's dev group, as requirements-dev.lock pins it.
+"""Print ``name==version`` for each package of pyproject.toml's dev and build groups, as requirements-dev.lock pins it.
 
 ``scripts/install --lowest`` resolves the package's own dependencies at their lower bounds with these
-as constraints: the check is of the ranges users install from, not of older test tools.
+as constraints: the check is of the ranges users install from, not of older test and build tools.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ def normalized(name: str) -> str:
 
 
 def main() -> None:
-    group = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]["dev"]
-    wanted = {normalized(re.match(r"[A-Za-z0-9._-]+", requirement)[0]) for requirement in group}  # type: ignore[index]
+    groups = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]
+    tools = [*groups["dev"], *groups["build"]]
+    wanted = {normalized(re.match(r"[A-Za-z0-9._-]+", requirement)[0]) for requirement in tools}  # type: ignore[index]
     locked = re.findall(r"^([A-Za-z0-9._-]+)==([^\s;\\]+)", (ROOT / "requirements-dev.lock").read_text(), re.MULTILINE)
     pins = {normalized(name): version for name, version in locked if normalized(name) in wanted}
     missing = wanted - pins.keys()
     if missing:
-        sys.exit(f"dev_tools: not in requirements-dev.lock: {', '.join(sorted(missing))} (run scripts/lock)")
+        sys.exit(f"locked_tools: not in requirements-dev.lock: {', '.join(sorted(missing))} (run scripts/lock)")
     for name in sorted(pins):
         print(f"{name}=={pins[name]}")
 
