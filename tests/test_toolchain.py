@@ -52,9 +52,14 @@ def test_a_parse_still_raises_what_the_source_deserves() -> None:
     assert gc.isenabled()
 
 
+def _entries(lock: str) -> dict[str, str]:
+    """Each pinned package of a lock file: its name, and its whole entry (version, hashes, ``# via``)."""
+    entries = re.split(r"\n(?=[\w.-]+==)", (ROOT / lock).read_text())
+    return {canonicalize_name(entry.split("==", 1)[0]): entry for entry in entries if re.match(r"[\w.-]+==", entry)}
+
+
 def _pins(lock: str) -> dict[str, Version]:
-    text = (ROOT / lock).read_text()
-    return {canonicalize_name(name): Version(version) for name, version in re.findall(r"^([\w.-]+)==([^\s;\\]+)", text, re.M)}
+    return {name: Version(re.split(r"[\s;\\]", entry.split("==", 1)[1], maxsplit=1)[0]) for name, entry in _entries(lock).items()}
 
 
 def _requirements(*groups: str) -> list[Requirement]:
@@ -65,16 +70,25 @@ def _requirements(*groups: str) -> list[Requirement]:
     return [Requirement(requirement) for requirement in listed]
 
 
-@pytest.mark.parametrize(("lock", "groups"), [("requirements.lock", ("build",)), ("requirements-dev.lock", ("build", "dev"))])
+LOCKS = [("requirements.lock", ("build",)), ("requirements-dev.lock", ("build", "dev"))]
+
+
+@pytest.mark.parametrize(("lock", "groups"), LOCKS)
 def test_each_lock_satisfies_the_ranges_of_pyproject(lock: str, groups: tuple[str, ...]) -> None:
     """A range edited in pyproject.toml without ``scripts/lock`` fails here, not on a user's machine."""
     pins = _pins(lock)
     for requirement in _requirements(*groups):
         name = canonicalize_name(requirement.name)
         assert name in pins, f"{requirement.name} is not in {lock}"
-        assert requirement.specifier.contains(pins[name], prereleases=True), (
-            f"{lock}: {name}=={pins[name]} is outside {requirement}"
-        )
+        allowed = requirement.specifier.contains(pins[name], prereleases=True)
+        assert allowed, f"{lock}: {name}=={pins[name]} is outside {requirement}"
+
+
+@pytest.mark.parametrize(("lock", "groups"), LOCKS)
+def test_each_lock_was_resolved_from_the_dependencies_pyproject_lists_now(lock: str, groups: tuple[str, ...]) -> None:
+    """A dependency removed from pyproject.toml (or added) without ``scripts/lock`` fails here."""
+    direct = {name for name, entry in _entries(lock).items() if "cable-server (pyproject.toml" in entry}
+    assert direct == {canonicalize_name(requirement.name) for requirement in _requirements(*groups)}
 
 
 def test_the_demo_runs_the_versions_the_tests_ran() -> None:
@@ -82,9 +96,8 @@ def test_the_demo_runs_the_versions_the_tests_ran() -> None:
     assert {name: dev.get(name) for name in runtime} == runtime
 
 
-def test_every_locked_distribution_carries_its_hashes() -> None:
-    for lock in ("requirements.lock", "requirements-dev.lock", "scripts/uv-requirements.txt"):
-        entries = re.split(r"\n(?=[\w.-]+==)", (ROOT / lock).read_text())
-        pinned = [entry for entry in entries if re.match(r"[\w.-]+==", entry)]
-        assert pinned
-        assert all("--hash=sha256:" in entry for entry in pinned), lock
+@pytest.mark.parametrize("lock", ["requirements.lock", "requirements-dev.lock", "scripts/uv-requirements.txt"])
+def test_every_locked_distribution_carries_its_hashes(lock: str) -> None:
+    entries = _entries(lock)
+    assert entries
+    assert all("--hash=sha256:" in entry for entry in entries.values())
