@@ -65,6 +65,20 @@ def test_a_malformed_number_names_the_variable() -> None:
         ChatSettings.from_env({"CABLE_LLM_MAX_CONCURRENT": "many"})
 
 
+@pytest.mark.parametrize(
+    ("raw", "value"), [("1", True), ("Yes", True), (" ON ", True), ("0", False), ("False", False), ("off", False)]
+)
+def test_a_boolean_takes_the_usual_words_in_either_case(raw: str, value: bool) -> None:
+    assert ChatSettings.from_env({"CABLE_LLM_ALLOW_CLIENT_SYSTEM_PROMPT": raw}).allow_client_system_prompt is value
+
+
+@pytest.mark.parametrize("raw", ["flase", "", "2", "disabled"])
+def test_a_boolean_that_is_no_word_of_them_refuses_with_the_variable_and_the_words(raw: str) -> None:
+    """A typo of an operator's pin (``flase``) was read as true: client system prompts stayed allowed."""
+    with pytest.raises(SettingsError, match=r"CABLE_LLM_ALLOW_CLIENT_SYSTEM_PROMPT must be one of 1, true, yes, on, 0, false"):
+        ChatSettings.from_env({"CABLE_LLM_ALLOW_CLIENT_SYSTEM_PROMPT": raw})
+
+
 # --- pool -----------------------------------------------------------------------------------
 
 

@@ -17,8 +17,18 @@ class SettingsError(ValueError):
     """A chat setting that cannot take the value given; the message names its variable."""
 
 
-def _flag(value: str) -> bool:
-    return value.strip().lower() not in ("", "0", "false", "no", "off")
+#: The words a boolean variable may hold, either case. Anything else refuses to start: a typo of
+#: "false" read as true would silently undo what an operator meant to pin.
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def _flag(variable: str, value: str) -> bool:
+    word = value.strip().lower()
+    if word in TRUE_WORDS or word in FALSE_WORDS:
+        return word in TRUE_WORDS
+    accepted = ", ".join((*TRUE_WORDS, *FALSE_WORDS))
+    raise SettingsError(f"{variable} must be one of {accepted} (either case), got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,17 +126,18 @@ class ChatSettings:
             "history_prefix": env.get("CABLE_CHANNEL_PREFIX") or None,
         }
         for spec in dataclasses.fields(cls):
-            raw = env.get(f"CABLE_LLM_{spec.name.upper()}")
+            variable = f"CABLE_LLM_{spec.name.upper()}"
+            raw = env.get(variable)
             if raw is None:
                 continue
             kind = str(spec.type).replace(" | None", "")
             if kind == "bool":
-                values[spec.name] = _flag(raw)
+                values[spec.name] = _flag(variable, raw)
             elif kind in ("int", "float"):
                 try:
                     values[spec.name] = int(raw) if kind == "int" else float(raw)
                 except ValueError:
-                    raise SettingsError(f"CABLE_LLM_{spec.name.upper()} must be a number, got {raw!r}") from None
+                    raise SettingsError(f"{variable} must be a number, got {raw!r}") from None
             else:
                 values[spec.name] = raw
         values.update(overrides)
