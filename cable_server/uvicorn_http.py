@@ -10,8 +10,10 @@ within ``timeout`` seconds a close.
 Where a head starts and ends is the parser's word, not a guess from the bytes: httptools'
 callbacks (``on_message_begin``, ``on_headers_complete``; a header after that is a chunked
 body's trailer, bounded with the head), h11's state (``IDLE`` until a whole request head was
-read, trailers bounded by h11 itself). Bytes are counted per read while a head is being read,
-so pipelined requests and trailers are bounded too. A request whose body the app did not read
+read, trailers bounded by h11 itself). Bytes are counted per read from the moment a head is
+awaited (the connection's start, the end of the previous response) to the end of the head, so a
+head that arrives whole in one read is bounded like one that trickles, and pipelined requests
+and trailers are bounded too. A request whose body the app did not read
 (or that never ends) is not kept alive: the connection is closed shortly after the response.
 """
 
@@ -32,6 +34,8 @@ _TOO_LARGE: Final = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
     b"content-length: 32\r\nconnection: close\r\n\r\nRequest header fields too large\n"
 )
+#: What ends a request head: a blank line (parsers take a bare LF for CRLF).
+_HEAD_ENDS: Final = (b"\r\n\r\n", b"\n\n", b"\n\r\n", b"\r\n\n")
 #: Seconds a connection being closed is still read (and what it sends dropped): closing a socket
 #: with unread data sends a reset, and the client could lose the answer.
 _LINGER: Final = 1.0
@@ -51,6 +55,7 @@ def guarded_protocol(max_bytes: int, timeout: float, base: type[asyncio.Protocol
 
     class Guarded(parent):  # type: ignore[misc]
         _head_bytes = 0
+        _last_bytes = b""  # the last bytes of the head's previous read
         _head_timer: asyncio.TimerHandle | None = None
         _in_head = False  # reading a head (or trailers): its bytes count
         _in_message = False  # a request not yet read to its end
@@ -68,11 +73,12 @@ def guarded_protocol(max_bytes: int, timeout: float, base: type[asyncio.Protocol
         def data_received(self, data: bytes) -> None:
             if self._closing:
                 return  # read and dropped until the close
-            if self._in_head or (self._head_timer is not None and self._h11_idle()):
-                self._head_bytes += len(data)
-                if self._head_bytes > max_bytes:
-                    self._refuse()
-                    return
+            # Awaiting a head (armed; with h11, idle) counts as reading one: with httptools the
+            # head's first read is parsed whole before on_message_begin says a head began.
+            awaiting = self._head_timer is not None and self._h11_idle() is not False
+            if (self._in_head or awaiting) and not self._head_within_limit(data):
+                self._refuse()
+                return
             super().data_received(data)
             if self._head_timer is not None and self._h11_idle() is False:
                 self._head_read()
@@ -90,8 +96,7 @@ def guarded_protocol(max_bytes: int, timeout: float, base: type[asyncio.Protocol
 
         def on_message_begin(self) -> None:
             self._in_message = self._in_head = True
-            self._head_bytes = 0
-            if self._head_timer is None:
+            if self._head_timer is None:  # a pipelined head, begun in the read that ended a body
                 self._arm()
             super().on_message_begin()
 
@@ -109,6 +114,27 @@ def guarded_protocol(max_bytes: int, timeout: float, base: type[asyncio.Protocol
             super().on_message_complete()
 
         # ---
+
+        def _head_within_limit(self, data: bytes) -> bool:
+            """Count a read of the head; whether the head stays within ``max_bytes``.
+
+            With httptools, a read that takes the count past the limit may still end the head in
+            time and then carry a body (a large POST written at once) or the next request: the
+            blank line that ends the head, within the limit, passes it (a trailer after it counts
+            from the next read on). With h11 every byte read while it is idle counts: h11 parses
+            trailers itself, bounded by its own limit on incomplete events.
+            """
+            budget = max_bytes - self._head_bytes
+            before, self._last_bytes = self._last_bytes, data[-3:]  # a blank line may be cut in two
+            begun = self._head_bytes > 0 or self._in_head
+            self._head_bytes += len(data)
+            if len(data) <= budget:
+                return True
+            if self._h11_idle() is not None:
+                return False
+            window = before + (data if begun else data.lstrip(b"\r\n"))  # parsers skip blank lines first
+            limit = len(before) + budget
+            return any(window.find(end, 0, limit + len(end)) >= 0 for end in _HEAD_ENDS)
 
         def _head_read(self) -> None:
             self._in_head = False
@@ -130,6 +156,7 @@ def guarded_protocol(max_bytes: int, timeout: float, base: type[asyncio.Protocol
         def _arm(self) -> None:
             self._disarm()
             self._head_bytes = 0
+            self._last_bytes = b""
             self._head_timer = asyncio.get_running_loop().call_later(timeout, self._too_slow)
 
         def _disarm(self) -> None:

@@ -5,6 +5,7 @@ header line gets 431 and a close, a head left half-sent (or never begun) is clos
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import httpx
@@ -105,6 +106,56 @@ async def test_cable_servers_memory_does_not_follow_a_200_mib_header(launch: Lau
     before = rss_kib(server.process.pid)
     assert (await push_header_line(server.port, 200)).startswith(b"HTTP/1.1 431 ")
     assert rss_kib(server.process.pid) - before < 8 * 1024
+
+
+async def send_head(port: int, *parts: bytes) -> bytes:
+    """Send a request head in ``parts`` (each in one write, a pause between); the server's answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for part in parts:
+            writer.write(part)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        return await read_all(reader)
+    finally:
+        writer.close()
+
+
+def head_of(size: int) -> bytes:
+    """A complete ``GET /health`` head of ``size`` bytes (one big header)."""
+    start, end = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: ", b"\r\n\r\n"
+    return start + b"x" * (size - len(start) - len(end)) + end
+
+
+@pytest.mark.parametrize(
+    ("size", "reads"), [(40 * 1024, 1), (120 * 1024, 1), (40 * 1024, 2)], ids=["40k-one", "120k-one", "40k-two"]
+)
+async def test_a_whole_head_over_the_limit_gets_431_however_it_is_read(server: RunningServer, size: int, reads: int) -> None:
+    """Every byte of a head counts, the first read's too: a complete head over the limit arriving in
+    one read (or begun in the first) was parsed and served with httptools."""
+    head = head_of(size)
+    cut = len(head) // reads
+    answer = await send_head(server.port, *(head[i * cut : (i + 1) * cut if i < reads - 1 else None] for i in range(reads)))
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:60]
+
+
+async def test_a_whole_head_under_the_limit_is_served(server: RunningServer) -> None:
+    answer = await send_head(server.port, head_of(30 * 1024))
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:60]
+
+
+async def test_a_body_written_with_its_head_does_not_count_as_head() -> None:
+    """httptools: a head within the limit followed in the same read by a body far over it (an app
+    server's large broadcast, written at once) is served; only the head is bounded."""
+    cable = create_app(Settings(ping_interval=30, shutdown_timeout=1.0, broadcast_secret="s3cret"))
+    running = await start_server(cable, http=guarded_protocol(32 * 1024, 0.5, HttpToolsProtocol))
+    try:
+        body = json.dumps({"stream": "big", "data": "x" * 200_000}).encode()
+        head = b"POST /_broadcast HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nConnection: close\r\n"
+        answer = await send_head(running.port, head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    finally:
+        await running.stop()
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:60]
 
 
 @pytest.mark.parametrize(
