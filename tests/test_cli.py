@@ -241,6 +241,28 @@ async def test_scripts_demo_serves_the_built_vue_chat(launch: Launcher, vue_chat
     assert plain.status_code == 200 and "GptChatChannel" in plain.text
 
 
+async def test_a_static_site_never_serves_dotfiles(launch: Launcher, tmp_path: Path) -> None:
+    """``CABLE_DEMO_STATIC`` serves a folder as is; its dotfiles and dot-directories (``.env``,
+    ``.git/config``) are 404, as if absent, however the path is spelled."""
+    site = tmp_path / "site"
+    (site / ".git").mkdir(parents=True)
+    (site / "assets" / ".cache").mkdir(parents=True)
+    (site / "index.html").write_text("<div id=app></div>")
+    (site / "assets" / "app.js").write_text("console.log(1)")
+    for secret in (site / ".env", site / ".git" / "config", site / "assets" / ".cache" / "token"):
+        secret.write_text("SECRET=hunter2")
+    server = await launch(env={"CABLE_DEMO_STATIC": str(site)})
+    async with httpx.AsyncClient() as http:
+        served = [(await http.get(f"{server.origin}{path}")).status_code for path in ("/", "/assets/app.js")]
+        hidden = {
+            path: await http.get(f"{server.origin}{path}")
+            for path in ("/.env", "/.git/config", "/assets/.cache/token", "/%2Eenv", "/assets/../.env", "/.git/")
+        }
+    assert served == [200, 200]
+    assert {path: response.status_code for path, response in hidden.items()} == dict.fromkeys(hidden, 404)
+    assert not any("hunter2" in response.text for response in hidden.values())
+
+
 async def test_json_logs_are_one_object_per_line_naming_the_connection(launch: Launcher) -> None:
     """--log-format json: every line of the output is a JSON object with time, level, logger and message;
     records about a client carry its connection id, peer and identifiers, limit hits their kind too."""

@@ -18,13 +18,15 @@ import logging
 import os
 import secrets
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
-from starlette.responses import HTMLResponse
+from starlette.exceptions import HTTPException
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from ..channel import Channel
 from ..channels import GptChatChannel
@@ -97,6 +99,16 @@ async def _index(request: Any) -> HTMLResponse:
     return HTMLResponse(resources.files(__package__).joinpath("index.html").read_text())
 
 
+class PublicFiles(StaticFiles):
+    """A built site's files, never a dotfile nor anything under a dot-directory (``.env``,
+    ``.git/config``: a folder served as is may hold them): those are 404, as if absent."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if any(part.startswith(".") for part in PurePosixPath(path.replace("\\", "/")).parts):
+            raise HTTPException(status_code=404)
+        return await super().get_response(path, scope)
+
+
 def built_frontend() -> Path | None:
     """``$CABLE_DEMO_STATIC``, else ``examples/vue-chat/dist`` of this checkout, if built."""
     configured = os.environ.get("CABLE_DEMO_STATIC")
@@ -112,7 +124,7 @@ def create_app(chat_settings: ChatSettings | None = None) -> CableServer:
         routes.append(Route("/", _index))
         logger.info("serving the plain chat page (build examples/vue-chat for the Vue app)")
     else:
-        routes.append(Mount("/", StaticFiles(directory=frontend, html=True)))
+        routes.append(Mount("/", PublicFiles(directory=frontend, html=True)))
         logger.info("serving the chat app from %s", frontend)
     server = CableServer(
         connection_class=DemoConnection,
