@@ -33,6 +33,7 @@ class LimitKind(enum.StrEnum):
     GENERATIONS_PER_USER = "generations_per_user"
     GENERATIONS_TOTAL = "generations_total"
     PROMPT_LENGTH = "prompt_length"
+    SYSTEM_PROMPT_LENGTH = "system_prompt_length"
 
 
 class Admission(enum.Enum):

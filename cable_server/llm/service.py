@@ -157,11 +157,12 @@ class ChatService:
         settings = self.settings
         if not isinstance(user_content, str) or not user_content.strip():
             raise GenerationError(ErrorCategory.INVALID_REQUEST, "user_content must be a non-empty string.")
-        if len(user_content) > settings.max_prompt_chars:
-            self._limit_hit(LimitKind.PROMPT_LENGTH, room, f"a prompt of {len(user_content)} characters")
-            raise GenerationError(
-                ErrorCategory.INVALID_REQUEST, f"user_content is longer than {settings.max_prompt_chars} characters."
-            )
+        self._refuse_longer(room, "user_content", user_content, settings.max_prompt_chars, LimitKind.PROMPT_LENGTH)
+        system = settings.system_prompt
+        if settings.allow_client_system_prompt and isinstance(system_content, str) and system_content.strip():
+            limit = settings.max_system_prompt_chars
+            self._refuse_longer(room, "system_content", system_content, limit, LimitKind.SYSTEM_PROMPT_LENGTH)
+            system = system_content
         running = self.active.get(room)
         if running is not None:
             if request_id is not None and running.request_id == request_id:
@@ -174,9 +175,6 @@ class ChatService:
             raise GenerationError(
                 ErrorCategory.BUSY, f"You have {settings.max_generations_per_user} answers being written; stop one or wait."
             )
-        system = self.settings.system_prompt
-        if self.settings.allow_client_system_prompt and isinstance(system_content, str) and system_content.strip():
-            system = system_content
         generation = Generation(room, user_content, request_id, requester=requester)
         self._track(generation)  # before the claim is awaited: a second request meanwhile is busy here
         try:
@@ -251,6 +249,12 @@ class ChatService:
         await self.history.clear(room)
         await self.frames.forget(room)
         await self.server.broadcast(room, {"content": "", "event": "reset"})
+
+    def _refuse_longer(self, room: str, field: str, text: str, limit: int, kind: LimitKind) -> None:
+        """Refuse (``invalid_request``, logged and counted) a ``field`` over ``limit`` characters."""
+        if len(text) > limit:
+            self._limit_hit(kind, room, f"{field} of {len(text)} characters")
+            raise GenerationError(ErrorCategory.INVALID_REQUEST, f"{field} is longer than {limit} characters.")
 
     def _limit_hit(self, kind: LimitKind, room: str, detail: str) -> None:
         self.server.metrics.limit_hit(kind)

@@ -84,6 +84,10 @@ class ChatSettings:
     history_ttl: float = 86_400.0
     #: Longest accepted ``user_content``, in characters.
     max_prompt_chars: int = 32_000
+    #: Longest accepted client ``system_content`` (when honoured), in characters: a longer one is
+    #: refused like a long ``user_content`` (``invalid_request``), never cut, so the model never
+    #: answers to half an instruction.
+    max_system_prompt_chars: int = 8_000
     #: Append what the model provider said to the ``message`` of error frames (it can name the
     #: key's last digits, the organisation or internal hosts, and reaches every reader of the
     #: room): for development. Off, it is only logged.
