@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("--max-subscriptions", int, "subscriptions per connection (default 100)"),
         ("--command-rate", float, "commands per second per connection, on average (default 50; 0: no limit)"),
         ("--command-burst", int, "commands a connection may send at once above the rate (default 100)"),
+        ("--frame-rate", float, "WebSocket frames per second per connection, pings included (default 100; 0: no limit)"),
+        ("--frame-burst", int, "frames a connection may send at once above the rate (default 1000)"),
         ("--max-connections-per-address", int, "open connections per client address (default 10000)"),
     ):
         variable = "CABLE_" + flag[2:].replace("-", "_").upper()
@@ -254,6 +256,8 @@ def configure(cable: CableServer, args: argparse.Namespace) -> None:
         "max_subscriptions",
         "command_rate",
         "command_burst",
+        "frame_rate",
+        "frame_burst",
         "max_connections_per_address",
     ):
         if getattr(args, name) is not None:

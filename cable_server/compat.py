@@ -36,6 +36,8 @@ from typing import Final
 
 import uvicorn.config
 
+from .limits import FrameLimit
+
 __all__ = [
     "HTTP_INTERNALS",
     "VERIFIED",
@@ -118,6 +120,7 @@ WEBSOCKET_INTERNALS: Final = (
             "send": ("self", "message"),
             "send_receive_event_to_app": ("self",),
             "handle_parser_exception": ("self",),
+            "handle_events": ("self",),
         },
         attributes=frozenset(
             {"conn", "transport", "scope", "request", "response", "queue", "writable", "client"}
@@ -128,8 +131,8 @@ WEBSOCKET_INTERNALS: Final = (
     Internal(
         "websockets",
         "websockets.protocol:Protocol",
-        methods={"parse": ("self",), "receive_data": ("self", "data")},
-        attributes=frozenset({"parser", "parser_exc"}),
+        methods={"parse": ("self",), "receive_data": ("self", "data"), "events_received": ("self",)},
+        attributes=frozenset({"parser", "parser_exc", "events"}),
         generators=frozenset({"parse"}),
     ),
     Internal(
@@ -361,9 +364,10 @@ class Selection:
     differences: tuple[Difference, ...]
 
 
-def select_protocols(max_head_bytes: int, head_timeout: float) -> Selection:
+def select_protocols(max_head_bytes: int, head_timeout: float, frame_limit: FrameLimit | None = None) -> Selection:
     """Our WebSocket and HTTP protocols where what they use was verified, else uvicorn's own;
-    logs one warning naming every difference when anything falls back."""
+    logs one warning naming every difference when anything falls back. ``frame_limit``: what our
+    WebSocket protocol lets a client send (its default when ``None``)."""
     ws_differences = _check(WEBSOCKET_INTERNALS)
     http_differences = _check(HTTP_INTERNALS)
     ws: type[asyncio.Protocol] | str
@@ -371,9 +375,9 @@ def select_protocols(max_head_bytes: int, head_timeout: float) -> Selection:
     if ws_differences:
         ws = FALLBACK_WS if FALLBACK_WS in getattr(uvicorn.config, "WS_PROTOCOLS", {}) else "auto"
     else:
-        from .uvicorn_ws import CableWebSocketProtocol
+        from .uvicorn_ws import CableWebSocketProtocol, websocket_protocol
 
-        ws = CableWebSocketProtocol
+        ws = CableWebSocketProtocol if frame_limit is None else websocket_protocol(frame_limit)
     if http_differences:
         http = FALLBACK_HTTP
     else:

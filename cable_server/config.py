@@ -6,6 +6,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .limits import FRAME_BURST, FRAME_RATE
+
 __all__ = ["Settings", "parse_origins"]
 
 OriginRule = str | re.Pattern[str]
@@ -68,6 +70,12 @@ class Settings:
     #: Characters of a stream name a channel streams from; a longer one fails the ``stream_from``
     #: (in ``subscribed``: the subscription is rejected).
     max_stream_name_length: int = 1024
+    #: WebSocket frames per second one connection may send on average (a token bucket holding
+    #: ``frame_burst``), every frame counted where it is parsed: pings, pongs and continuation
+    #: frames too. A client past it is closed with 1008. On the fast path only (uvicorn's own
+    #: protocols, the fallback of ``compat.py``, parse frames where this server cannot count them).
+    frame_rate: float = FRAME_RATE
+    frame_burst: int = FRAME_BURST
     #: Commands per second one connection may send on average (a token bucket refilled at this
     #: rate, holding ``command_burst``); a command beyond it is dropped unexecuted. 0: no limit.
     command_rate: float = 50.0

@@ -5,6 +5,10 @@ Each limit is a setting (:class:`~cable_server.config.Settings`, or
 refused the way the protocol allows, logged at warning with the connection, and counted in
 ``cable_limit_hits_total{kind}``.
 
+The frame rate is a :class:`TokenBucket` per WebSocket, taken from by every frame a client sends
+(pings and continuation frames too, which no command limit sees): the fast path
+(:mod:`cable_server.uvicorn_ws`) closes a client that empties it with 1008.
+
 The command rate is a token bucket per connection: ``rate`` tokens a second, at most ``burst``
 held, one taken per command. A command that finds the bucket empty is dropped. Dropping starts a
 *flood*, which ends once the bucket is full again (the client was quiet for ``burst / rate``
@@ -17,8 +21,15 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
-__all__ = ["Admission", "CommandLimiter", "LimitKind"]
+__all__ = ["FRAME_BURST", "FRAME_RATE", "Admission", "CommandLimiter", "FrameLimit", "LimitKind", "TokenBucket"]
+
+#: Frames a second one client may send on average, and at most at once (a message fragmented into
+#: many frames). A browser sends one frame per command and no pings, and commands are limited to
+#: 50 a second: a client past this is flooding.
+FRAME_RATE = 100.0
+FRAME_BURST = 1_000
 
 
 class LimitKind(enum.StrEnum):
@@ -29,6 +40,7 @@ class LimitKind(enum.StrEnum):
     STREAM_NAME_LENGTH = "stream_name_length"
     COMMAND_RATE = "command_rate"
     COMMAND_FLOOD = "command_flood"
+    FRAME_RATE = "frame_rate"
     CONNECTIONS_PER_ADDRESS = "connections_per_address"
     GENERATIONS_PER_USER = "generations_per_user"
     GENERATIONS_TOTAL = "generations_total"
@@ -48,10 +60,47 @@ class Admission(enum.Enum):
     DISCONNECT = enum.auto()
 
 
+@dataclass(frozen=True, slots=True)
+class FrameLimit:
+    """The frames one client may send: ``rate`` a second on average (0: no limit), ``burst`` at
+    once; ``on_flood`` runs for each client closed for sending more (to count it)."""
+
+    rate: float = FRAME_RATE
+    burst: int = FRAME_BURST
+    on_flood: Callable[[], None] | None = None
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` held; full at first."""
+
+    __slots__ = ("_rate", "_stamp", "_tokens", "burst", "clock")
+
+    def __init__(self, rate: float, burst: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate = rate
+        self.burst = float(max(burst, 1))
+        self.clock = clock
+        self._tokens = self.burst
+        self._stamp = clock()
+
+    def level(self) -> float:
+        """The tokens held now."""
+        now = self.clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+        return self._tokens
+
+    def take(self, count: float = 1.0) -> bool:
+        """Take ``count`` tokens if they are held; whether they were."""
+        if self.level() < count:
+            return False
+        self._tokens -= count
+        return True
+
+
 class CommandLimiter:
     """The token bucket of one connection, and the state of its flood; see the module docstring."""
 
-    __slots__ = ("_burst", "_clock", "_dropped", "_flood_since", "_max_dropped", "_max_seconds", "_rate", "_stamp", "_tokens")
+    __slots__ = ("_bucket", "_dropped", "_flood_since", "_max_dropped", "_max_seconds")
 
     def __init__(
         self,
@@ -62,13 +111,9 @@ class CommandLimiter:
         max_seconds: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._rate = rate
-        self._burst = float(max(burst, 1))
+        self._bucket = TokenBucket(rate, burst, clock=clock)
         self._max_dropped = max_dropped
         self._max_seconds = max_seconds
-        self._clock = clock
-        self._tokens = self._burst
-        self._stamp = clock()
         self._flood_since: float | None = None
         self._dropped = 0
 
@@ -79,15 +124,13 @@ class CommandLimiter:
 
     def admit(self) -> Admission:
         """Take a token for one command, and say what to do with it."""
-        now = self._clock()
-        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
-        self._stamp = now
-        if self._flood_since is not None and self._tokens >= self._burst:
+        bucket = self._bucket
+        if self._flood_since is not None and bucket.level() >= bucket.burst:
             self._flood_since, self._dropped = None, 0  # quiet long enough: the flood is over
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if bucket.take():
             return Admission.RUN
         self._dropped += 1
+        now = bucket.clock()
         if self._flood_since is None:
             self._flood_since = now
             return Admission.DROP_FIRST

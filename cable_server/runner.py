@@ -9,6 +9,7 @@ shut down.
 
 from __future__ import annotations
 
+import functools
 import gc
 import signal
 import socket
@@ -20,6 +21,7 @@ from typing import Any
 import uvicorn
 
 from . import compat, logs
+from .limits import FrameLimit, LimitKind
 from .server import CableServer
 
 __all__ = ["CableUvicornServer", "config_for", "run", "run_workers", "set_dead_peer_timeout", "tune_gc"]
@@ -71,7 +73,9 @@ def config_for(
     ``options`` go to ``uvicorn.Config`` as they are (``log_config=None``, ``ssl_certfile``...).
     """
     settings = cable.settings
-    protocols = compat.select_protocols(settings.max_request_head_bytes, settings.request_head_timeout)
+    flooded = functools.partial(cable.metrics.limit_hit, LimitKind.FRAME_RATE)
+    frames = FrameLimit(settings.frame_rate, settings.frame_burst, flooded)
+    protocols = compat.select_protocols(settings.max_request_head_bytes, settings.request_head_timeout, frames)
     options.setdefault("http", protocols.http)
     options.setdefault("h11_max_incomplete_event_size", settings.max_request_head_bytes + 1)  # the guard answers first
     return uvicorn.Config(

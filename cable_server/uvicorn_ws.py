@@ -19,6 +19,11 @@ A text message that is not UTF-8 closes the connection with 1007 and the reason 
 websocket-driver gives, logged once at info; uvicorn closes with no reason and logs a traceback
 at ERROR for each (a client could fill the error log at will).
 
+Every frame a client sends is counted as it is parsed, pings, pongs and continuation frames too
+(a :class:`~cable_server.limits.FrameLimit`): one socket flooding pings had a core answering them
+and every other client's echo waiting seconds, unseen by the command rate limit. A client past
+the limit is closed with 1008 and logged once; the frames of that read go unhandled.
+
 It also holds less per idle connection (the measure of how many clients one process holds):
 the upgrade request and response are dropped once the handshake is done (their ``Headers``
 were ~4 KB; the ASGI scope keeps the request headers), and the app's inbox and the writable
@@ -30,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.datastructures import Headers
@@ -39,14 +44,17 @@ from websockets.http11 import Request
 from websockets.protocol import Protocol
 
 from .direct_write import DIRECT_WRITE, DirectWriter
+from .limits import FrameLimit, TokenBucket
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 
-__all__ = ["CableWebSocketProtocol"]
+__all__ = ["CableWebSocketProtocol", "websocket_protocol"]
 
 #: The reason of the 1007 close for a text message that is not UTF-8, as websocket-driver (Rails) words it.
 INVALID_UTF8_REASON: Final = "Could not decode a text frame as UTF-8"
+#: The reason of the 1008 close for a client over its frame rate.
+FLOOD_REASON: Final = "Too many frames"
 
 logger = logging.getLogger("cable_server.websocket")
 
@@ -126,10 +134,15 @@ class CableWebSocketProtocol(WebSocketsSansIOProtocol):
     :mod:`cable_server.compat` checks before the server picks this class.
     """
 
+    #: The frames a client may send; :func:`websocket_protocol` makes a class with others.
+    frame_limit: ClassVar[FrameLimit] = FrameLimit()
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue = _Inbox()  # type: ignore[assignment]
         self.writable = _Flag()  # type: ignore[assignment]
+        limit = self.frame_limit
+        self._frames = TokenBucket(limit.rate, limit.burst) if limit.rate > 0 else None
 
     def data_received(self, data: bytes) -> None:
         """Feed ``websockets``; the upgrade request (the first data) is parsed here when plain."""
@@ -167,20 +180,46 @@ class CableWebSocketProtocol(WebSocketsSansIOProtocol):
             # An ASGI extension is a dict; ours holds the writer.
             self.scope["extensions"][DIRECT_WRITE] = {"writer": DirectWriter(self)}
 
+    def handle_events(self) -> None:
+        """uvicorn's, for the frames parsed from one read while they are within the frame limit."""
+        frames = self._frames
+        if frames is None or self.close_sent or frames.take(len(self.conn.events)):
+            super().handle_events()
+            return
+        self.conn.events_received()  # dropped, unhandled
+        limit = self.frame_limit
+        logger.warning("%s: over %g frames a second (%d at once): closing with 1008", self._peer(), limit.rate, limit.burst)
+        if limit.on_flood is not None:
+            limit.on_flood()
+        self._close_for(CloseCode.POLICY_VIOLATION, FLOOD_REASON)
+
     def send_receive_event_to_app(self) -> None:
         """uvicorn's, except for a text message that is not UTF-8: the close (1007) carries
         Rails' reason and is logged at info, once."""
         if self.curr_msg_data_type == "text" and not self.close_sent and not _utf8(self.frames):
             self.frames = []
-            client = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
-            logger.info("%s: a text frame is not UTF-8: closing with 1007", client)
-            self.conn.send_close(CloseCode.INVALID_DATA, INVALID_UTF8_REASON)
-            self.handle_parser_exception()
+            logger.info("%s: a text frame is not UTF-8: closing with 1007", self._peer())
+            self._close_for(CloseCode.INVALID_DATA, INVALID_UTF8_REASON)
             return
         super().send_receive_event_to_app()
+
+    def _close_for(self, code: CloseCode, reason: str) -> None:
+        """Close for something the client sent: the close frame out, the app told, the socket closed."""
+        self.conn.send_close(code, reason)
+        self.handle_parser_exception()
+
+    def _peer(self) -> str:
+        return f"{self.client[0]}:{self.client[1]}" if self.client else "?"
 
     async def send(self, message: ASGISendEvent) -> None:
         """uvicorn's ``send``; once the handshake response is out, the request and response go."""
         await super().send(message)
         if message["type"] == "websocket.accept" and self.handshake_complete:
             del self.request, self.response
+
+
+def websocket_protocol(limit: FrameLimit) -> type[CableWebSocketProtocol]:
+    """:class:`CableWebSocketProtocol` with ``limit`` on the frames a client may send."""
+    if limit == CableWebSocketProtocol.frame_limit:
+        return CableWebSocketProtocol
+    return type(CableWebSocketProtocol.__name__, (CableWebSocketProtocol,), {"frame_limit": limit})

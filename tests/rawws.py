@@ -11,9 +11,9 @@ import socket
 import struct
 from typing import Any
 
-__all__ = ["CLOSE", "TEXT", "Closed", "RawCable", "parse_frames"]
+__all__ = ["CLOSE", "CONTINUATION", "PING", "TEXT", "Closed", "RawCable", "masked", "parse_frames"]
 
-TEXT, CLOSE = 0x1, 0x8
+CONTINUATION, TEXT, CLOSE, PING = 0x0, 0x1, 0x8, 0x9
 
 
 class Closed(Exception):
@@ -48,10 +48,10 @@ def parse_frames(data: bytes) -> list[tuple[int, bytes]]:
     return frames
 
 
-def _masked(opcode: int, payload: bytes) -> bytes:
+def masked(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
     mask = os.urandom(4)
     size = len(payload)
-    head = bytes([0x80 | opcode])
+    head = bytes([(0x80 if fin else 0) | opcode])
     if size < 126:
         head += bytes([0x80 | size])
     elif size < 1 << 16:
@@ -96,7 +96,7 @@ class RawCable:
         return cls(sock, rest)
 
     async def send(self, command: dict[str, Any]) -> None:
-        await asyncio.get_running_loop().sock_sendall(self.sock, _masked(TEXT, json.dumps(command).encode()))
+        await asyncio.get_running_loop().sock_sendall(self.sock, masked(TEXT, json.dumps(command).encode()))
 
     async def subscribe(self, identifier: str) -> None:
         """Subscribe and wait for the confirmation (skipping the welcome and pings)."""

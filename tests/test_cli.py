@@ -41,6 +41,8 @@ def test_help_lists_every_option() -> None:
         "--max-subscriptions",
         "--command-rate",
         "--command-burst",
+        "--frame-rate",
+        "--frame-burst",
         "--max-connections-per-address",
         "--ssl-certfile",
         "--ssl-keyfile",
