@@ -20,6 +20,7 @@ import time
 from protocol_tests.client import CableClient, ident
 
 from .common import free_port, process
+from .servers import UNBUDGETED
 
 CHUNKS = 500
 
@@ -65,6 +66,7 @@ async def main() -> None:
     args = parser.parse_args()
     fake_port, port = free_port(), free_port()
     env = {"OPENAI_BASE_URL": f"http://127.0.0.1:{fake_port}/v1", "OPENAI_API_KEY": "sk-bench", "CABLE_LLM_HISTORY_MESSAGES": "0"}
+    env.update(UNBUDGETED)
     with (
         process([sys.executable, "-m", "cable_server.testing", "--scripted", "--port", str(fake_port)], fake_port),
         process([sys.executable, "-m", "cable_server", "--port", str(port), "--log-level", "warning"], port, env),

@@ -37,9 +37,14 @@ __all__ = ["ORIGIN", "SERVERS", "Server", "fake_openai", "rails_available", "red
 ORIGIN = "http://localhost:3000"
 SERVERS = ("ours", "rails")
 RAILS_APP = ROOT / "bench" / "rails"
-#: The chat settings both servers get (ours reads the CABLE_LLM_* ones): no history, and no cap
-#: on concurrent generations below the benchmark's 100 (our default is 64).
-CHAT_ENV = {"OPENAI_API_KEY": "sk-bench", "CABLE_LLM_MAX_CONCURRENT": "1000", "CABLE_LLM_HISTORY_MESSAGES": "0"}
+#: No model budget over time: the load generator is one address asking for up to a thousand
+#: answers at once, which a public deployment's defaults rightly refuse (see the README's limits).
+UNBUDGETED = {
+    f"CABLE_LLM_{measure}_PER_MINUTE{per}": "0" for measure in ("REQUESTS", "TOKENS") for per in ("", "_PER_USER", "_PER_ADDRESS")
+}
+#: The chat settings both servers get (ours reads the CABLE_LLM_* ones): no history, no cap on
+#: concurrent generations below the benchmark's 100 (our default is 64), no budget.
+CHAT_ENV = {"OPENAI_API_KEY": "sk-bench", "CABLE_LLM_MAX_CONCURRENT": "1000", "CABLE_LLM_HISTORY_MESSAGES": "0", **UNBUDGETED}
 
 
 @dataclass

@@ -45,6 +45,7 @@ class LimitKind(enum.StrEnum):
     GENERATIONS_PER_USER = "generations_per_user"
     GENERATIONS_TOTAL = "generations_total"
     PROMPT_LENGTH = "prompt_length"
+    MODEL_BUDGET = "model_budget"
     SYSTEM_PROMPT_LENGTH = "system_prompt_length"
 
 
@@ -73,10 +74,10 @@ class FrameLimit:
 class TokenBucket:
     """``rate`` tokens a second, at most ``burst`` held; full at first."""
 
-    __slots__ = ("_rate", "_stamp", "_tokens", "burst", "clock")
+    __slots__ = ("_stamp", "_tokens", "burst", "clock", "rate")
 
     def __init__(self, rate: float, burst: float, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._rate = rate
+        self.rate = rate
         self.burst = float(max(burst, 1))
         self.clock = clock
         self._tokens = self.burst
@@ -85,7 +86,7 @@ class TokenBucket:
     def level(self) -> float:
         """The tokens held now."""
         now = self.clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self._rate)
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
         return self._tokens
 

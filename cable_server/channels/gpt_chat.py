@@ -150,8 +150,14 @@ class GptChatChannel(Channel):
                 if request_id is not None and (message_id := await self.chat.answered(room, request_id)) is not None:
                     await self._replay(message_id, -1)  # sent again after a reconnect: it had arrived
                     return
+                client = self.connection.request.client
                 await self.chat.start(
-                    room, data.get("user_content"), data.get("system_content"), requester=self._requester(), request_id=request_id
+                    room,
+                    data.get("user_content"),
+                    data.get("system_content"),
+                    requester=self._requester(),
+                    address=client.host if client else None,
+                    request_id=request_id,
                 )
         except GenerationError as error:
             self.transmit(error_frame(error, **request))

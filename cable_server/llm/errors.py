@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+from typing import Any
 
 import openai
 from redis.exceptions import RedisError
@@ -31,6 +32,8 @@ class ErrorCategory(enum.StrEnum):
     BUSY = "busy"
     #: Too many requests are waiting for a free slot.
     OVERLOADED = "overloaded"
+    #: The sender's share of the model budget is spent for now (``retry_after`` says for how long).
+    RATE_LIMITED = "rate_limited"
     #: The API key was refused (401/403).
     AUTH = "auth"
     #: The provider's rate limit or quota (429).
@@ -57,7 +60,13 @@ class GenerationError(CableError):
     """A generation ended without an answer; sent to the client as an ``error`` frame."""
 
     def __init__(
-        self, category: ErrorCategory, message: str, *, message_id: str | None = None, detail: str | None = None
+        self,
+        category: ErrorCategory,
+        message: str,
+        *,
+        message_id: str | None = None,
+        detail: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message if detail is None else f"{message} ({detail})")
         self.category = category
@@ -66,12 +75,17 @@ class GenerationError(CableError):
         self.message_id = message_id
         #: What the model provider said, for the log (see the module's docstring).
         self.detail = detail
+        #: ``rate_limited``: seconds until the same request would be taken.
+        self.retry_after = retry_after
 
-    def as_dict(self, *, detail: bool = False) -> dict[str, str]:
-        """``{"category": ..., "message": ...}``, the ``error`` of an ``error`` frame; the
-        provider's ``detail`` appended to the message only when asked."""
+    def as_dict(self, *, detail: bool = False) -> dict[str, Any]:
+        """``{"category": ..., "message": ...}`` (and ``retry_after`` when known), the ``error``
+        of an ``error`` frame; the provider's ``detail`` appended to the message only when asked."""
         message = f"{self.message} {self.detail}" if detail and self.detail else self.message
-        return {"category": self.category.value, "message": message}
+        error: dict[str, Any] = {"category": self.category.value, "message": message}
+        if self.retry_after is not None:
+            error["retry_after"] = self.retry_after
+        return error
 
 
 def _upstream_message(error: openai.APIStatusError) -> str:

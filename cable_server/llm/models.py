@@ -79,7 +79,7 @@ class OpenAIModel(ChatModel):
         body: dict[str, Any] = {"model": settings.model, "messages": list(messages), "stream": True}
         if settings.temperature is not None:
             body["temperature"] = settings.temperature
-        if settings.max_tokens is not None:
+        if settings.max_tokens:
             body["max_tokens"] = settings.max_tokens
         if settings.include_usage:
             body["stream_options"] = {"include_usage": True}

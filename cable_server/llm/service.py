@@ -30,6 +30,7 @@ from .. import encoding, logs
 from ..errors import PubSubError
 from ..limits import LimitKind
 from ..streams import Listener
+from .admission import Gate
 from .claims import CONTROL_STREAM, Claims, LocalClaims, RedisClaims
 from .deadline import deadline
 from .errors import ErrorCategory, GenerationError, classify
@@ -110,6 +111,8 @@ class ChatService:
         #: Who writes each room's answer across processes (see :mod:`cable_server.llm.claims`).
         self.claims = claims
         self.pool = GenerationPool(settings.max_concurrent, settings.max_queued)
+        #: What a request must pass: its bounds and the model budget (see :mod:`.admission`).
+        self.gate = Gate(settings, server.metrics)
         self.active: dict[str, Generation] = {}
         self._per_requester: collections.Counter[str] = collections.Counter()
         self._metrics = server.metrics.generations
@@ -146,35 +149,32 @@ class ChatService:
         system_content: Any = None,
         *,
         requester: str | None = None,
+        address: str | None = None,
         request_id: str | None = None,
     ) -> Generation:
         """Begin answering ``user_content`` into ``room``; the frames follow from a task.
 
-        Raises :class:`GenerationError` (``invalid_request``, ``busy``) when it cannot begin:
-        one generation per room (in every process sharing the claims), ``max_generations_per_user``
-        per ``requester``. The room's running answer to the same ``request_id`` is returned as is.
+        Raises :class:`GenerationError` (``invalid_request``, ``busy``, ``rate_limited``) when it
+        cannot begin: one generation per room (in every process sharing the claims),
+        ``max_generations_per_user`` per ``requester``, the model budget of ``requester``, of the
+        client ``address`` and of the process. The room's running answer to the same
+        ``request_id`` is returned as is.
         """
         settings = self.settings
-        if not isinstance(user_content, str) or not user_content.strip():
-            raise GenerationError(ErrorCategory.INVALID_REQUEST, "user_content must be a non-empty string.")
-        self._refuse_longer(room, "user_content", user_content, settings.max_prompt_chars, LimitKind.PROMPT_LENGTH)
-        system = settings.system_prompt
-        if settings.allow_client_system_prompt and isinstance(system_content, str) and system_content.strip():
-            limit = settings.max_system_prompt_chars
-            self._refuse_longer(room, "system_content", system_content, limit, LimitKind.SYSTEM_PROMPT_LENGTH)
-            system = system_content
+        system = self.gate.system_prompt(room, user_content, system_content)
         running = self.active.get(room)
         if running is not None:
             if request_id is not None and running.request_id == request_id:
                 return running
             raise _busy(running.message_id)
         if requester is not None and self._per_requester[requester] >= settings.max_generations_per_user:
-            self._limit_hit(
+            self.gate.refused(
                 LimitKind.GENERATIONS_PER_USER, room, f"{logs.clip(requester)} has {self._per_requester[requester]} running"
             )
             raise GenerationError(
                 ErrorCategory.BUSY, f"You have {settings.max_generations_per_user} answers being written; stop one or wait."
             )
+        self.gate.charge(room, user_content, system, requester=requester, address=address)
         generation = Generation(room, user_content, request_id, requester=requester)
         self._track(generation)  # before the claim is awaited: a second request meanwhile is busy here
         try:
@@ -249,17 +249,6 @@ class ChatService:
         await self.history.clear(room)
         await self.frames.forget(room)
         await self.server.broadcast(room, {"content": "", "event": "reset"})
-
-    def _refuse_longer(self, room: str, field: str, text: str, limit: int, kind: LimitKind) -> None:
-        """Refuse (``invalid_request``, logged and counted) a ``field`` over ``limit`` characters."""
-        if len(text) > limit:
-            self._limit_hit(kind, room, f"{field} of {len(text)} characters")
-            raise GenerationError(ErrorCategory.INVALID_REQUEST, f"{field} is longer than {limit} characters.")
-
-    def _limit_hit(self, kind: LimitKind, room: str, detail: str) -> None:
-        self.server.metrics.limit_hit(kind)
-        room = logs.clip(room)  # a client named it
-        logger.warning("generation refused in %s (%s): %s", room, kind.value, detail, extra={"limit": kind.value, "room": room})
 
     async def interrupt(self) -> None:
         """Stop every answer this process writes (``stopped``, reason ``shutdown``) while its
@@ -351,7 +340,7 @@ class ChatService:
             outcome = f"error:{error.category}"
             self._metrics.errors.labels(error.category.value).inc()
             if error.category is ErrorCategory.OVERLOADED:
-                self._limit_hit(LimitKind.GENERATIONS_TOTAL, generation.room, f"{self.pool.waiting} waiting for a slot")
+                self.gate.refused(LimitKind.GENERATIONS_TOTAL, generation.room, f"{self.pool.waiting} waiting for a slot")
             if error.category is ErrorCategory.INTERNAL:
                 logger.exception("generation %s failed", generation.message_id)
             elif error.detail is not None:

@@ -43,7 +43,9 @@ class ChatSettings:
     base_url: str | None = None
     model: str = "gpt-4o-mini"
     temperature: float | None = None
-    max_tokens: int | None = None
+    #: The longest answer asked for, in tokens (0 or ``None``: the provider's default, which may
+    #: be the model's whole context). It is also what the budget below reserves for an answer.
+    max_tokens: int | None = 2048
     #: The system prompt; a client's ``system_content`` replaces it only if allowed below.
     system_prompt: str | None = None
     #: Honour ``system_content`` sent by the client (the original channel does).
@@ -82,6 +84,17 @@ class ChatSettings:
     #: written are forgotten first), and seconds a room's history is kept after its last turn.
     history_max_bytes: int = 32 << 20
     history_ttl: float = 86_400.0
+    #: The model budget a minute (:mod:`cable_server.llm.budget`): requests and estimated tokens
+    #: (question and system prompt at 4 characters a token, plus ``max_tokens``) per requester
+    #: (the identified user, or the one anonymous connection), per client address, and in all;
+    #: 0 leaves a measure unbounded. Past one, a request is refused with ``rate_limited`` and
+    #: ``retry_after`` to the sender alone, and nothing goes upstream.
+    requests_per_minute_per_user: int = 20
+    tokens_per_minute_per_user: int = 60_000
+    requests_per_minute_per_address: int = 120
+    tokens_per_minute_per_address: int = 300_000
+    requests_per_minute: int = 1_200
+    tokens_per_minute: int = 3_000_000
     #: Longest accepted ``user_content``, in characters.
     max_prompt_chars: int = 32_000
     #: Longest accepted client ``system_content`` (when honoured), in characters: a longer one is
