@@ -5,21 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import Any
 
 from cable_server import RedisBackend
 from cable_server.testing import FakeOpenAI, RedisServer, Reply
 
-from .chat_helpers import chat_app, read_answer, room
+from .chat_helpers import UNBUDGETED, chat_app, read_answer, room
 from .conftest import RunningServer, ServerFactory
 
 SLOW = Reply(chunks=[f"w{k} " for k in range(200)], delay=0.02)
 _PREFIXES = itertools.count()
 
 
-async def chat_on(serve: ServerFactory, fake: FakeOpenAI, redis: RedisServer, *, pubsub: bool) -> RunningServer:
+async def chat_on(serve: ServerFactory, fake: FakeOpenAI, redis: RedisServer, *, pubsub: bool, **settings: Any) -> RunningServer:
     """A chat server keeping its frames, history and claims in ``redis`` (its pub/sub there too if ``pubsub``)."""
     prefix = f"faults{next(_PREFIXES)}"
-    cable, _ = chat_app(fake, history_url=redis.url, history_prefix=prefix)
+    cable, _ = chat_app(fake, history_url=redis.url, history_prefix=prefix, **settings)
     if pubsub:
         cable.set_pubsub(RedisBackend(redis.url, channel_prefix=prefix))
     return await serve(cable)
@@ -112,7 +113,7 @@ async def test_two_hundred_answers_at_once_on_redis_all_arrive_whole(
 ) -> None:
     """More answers than a Redis pool has connections (redis-py's default: 100), each storing and
     publishing every chunk: none fails with "Too many connections", every one arrives in order."""
-    server = await chat_on(serve, fake_openai, redis_server, pubsub=True)
+    server = await chat_on(serve, fake_openai, redis_server, pubsub=True, **UNBUDGETED)
     reply = Reply(chunks=[f"c{k} " for k in range(40)], delay=0.005)
     fake_openai.default = reply
     users = [await server.client() for _ in range(200)]

@@ -19,7 +19,7 @@ from cable_server.llm.replay import MemoryFrameStore
 from cable_server.testing import FakeOpenAI, Reply
 from protocol_tests.client import CableClient, assert_usable, ident
 
-from .chat_helpers import read_answer, room, start_chat
+from .chat_helpers import UNBUDGETED, read_answer, room, start_chat
 from .conftest import RunningServer, ServerFactory
 from .processes import Launcher, rss_kib
 from .test_observability import scrape
@@ -79,7 +79,7 @@ async def test_clients_sending_megabyte_identifiers_leave_memory_as_it_was(launc
 async def test_chat_stores_stay_within_their_bounds_however_many_rooms(serve: ServerFactory, fake_openai: FakeOpenAI) -> None:
     """300 rooms, each asked a 15 kB question: history and resume frames stay within their global
     bounds (1 MB and 100 kB here), the oldest rooms forgotten first, the newest still there."""
-    chat = await start_chat(serve, fake_openai, history_max_bytes=1_000_000, resume_max_bytes=100_000)
+    chat = await start_chat(serve, fake_openai, history_max_bytes=1_000_000, resume_max_bytes=100_000, **UNBUDGETED)
     fake_openai.default = Reply(chunks=["ok"] * 10)
     cable = chat.server.cable
     cable.settings = dataclasses.replace(cable.settings, command_rate=0)  # 1,200 commands, quickly

@@ -12,7 +12,7 @@ from cable_server import RedisBackend
 from cable_server.testing import FakeOpenAI, RedisServer
 from protocol_tests.client import CableClient
 
-from .chat_helpers import Assembled, chat_app, read_answer, room, script, start_chat, transcript
+from .chat_helpers import UNBUDGETED, Assembled, chat_app, read_answer, room, script, start_chat, transcript
 from .conftest import RunningServer, ServerFactory
 from .proxy import cuttable_proxy
 
@@ -62,7 +62,7 @@ async def drop_many(connect_first: Connect, connect_again: Connect, generations:
 
 async def test_two_hundred_answers_survive_a_killed_socket(serve: ServerFactory, fake_openai: FakeOpenAI) -> None:
     """Sockets killed at random frames of 200 answers: after resume, each text equals upstream's, no gap, no duplicate."""
-    chat = await start_chat(serve, fake_openai)
+    chat = await start_chat(serve, fake_openai, **UNBUDGETED)
     fake_openai.default = script
     await drop_many(chat.user_client, chat.user_client, 200)
 
@@ -74,7 +74,7 @@ async def test_two_hundred_answers_resume_on_another_server(
     fake_openai.default = script
     servers: list[RunningServer] = []
     for _ in range(2):
-        cable, _ = chat_app(fake_openai, history_url=redis_server.url, history_prefix="resume-test")
+        cable, _ = chat_app(fake_openai, history_url=redis_server.url, history_prefix="resume-test", **UNBUDGETED)
         cable.set_pubsub(RedisBackend(redis_server.url, channel_prefix="resume-test"))
         servers.append(await serve(cable))
 
@@ -88,8 +88,9 @@ async def test_two_hundred_answers_resume_on_another_server(
 
 
 async def test_answers_survive_a_cut_tcp_connection(serve: ServerFactory, fake_openai: FakeOpenAI) -> None:
-    """A proxy resets the TCP connection mid-answer (both ends see it die): reconnect, resume, whole answer."""
-    chat = await start_chat(serve, fake_openai)
+    """A proxy resets the TCP connection mid-answer (both ends see it die): reconnect, resume, whole
+    answer; 30 times in a row, quicker than any person asks."""
+    chat = await start_chat(serve, fake_openai, **UNBUDGETED)
     fake_openai.default = script
     async with cuttable_proxy(chat.server.port) as proxy:
 

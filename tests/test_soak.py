@@ -20,7 +20,7 @@ from typing import Any
 from cable_server.session import Session
 from cable_server.testing import FakeOpenAI
 
-from .chat_helpers import Assembled, chat_app, room, script
+from .chat_helpers import UNBUDGETED, Assembled, chat_app, room, script
 from .conftest import ServerFactory
 from .rawws import RawCable
 
@@ -151,7 +151,7 @@ async def settled(cable: Any, service: Any) -> None:
 
 async def test_thousands_of_clients_chatting_and_churning_lose_nothing_and_leak_nothing(serve: ServerFactory) -> None:
     async with FakeOpenAI(default=script) as fake:
-        cable, service = chat_app(fake, max_concurrent=CHATTERS, resume_ttl=2.0)
+        cable, service = chat_app(fake, max_concurrent=CHATTERS, resume_ttl=2.0, **UNBUDGETED)
         server = await serve(cable)
         # A warm-up round: the openai SDK imports most of itself (~50 MB of pydantic models) on
         # first use, and the allocator grows its pools; the baseline is taken after it.
