@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"module:attribute of a CableServer or factory (default: the demo, {DEMO})",
     )
     parser.add_argument("--host", default=os.environ.get("CABLE_HOST", "127.0.0.1"), help="bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("CABLE_PORT", "8000")), help="port (default 8000)")
+    port = _env_number("CABLE_PORT", int)
+    parser.add_argument("--port", type=int, default=8000 if port is None else port, help="port (default 8000)")
     parser.add_argument("--path", default=None, help="mount path of the cable (default /cable)")
     tls = parser.add_argument_group("TLS: serve https:// and wss:// directly")
     tls.add_argument(
@@ -262,4 +263,7 @@ def configure(cable: CableServer, args: argparse.Namespace) -> None:
     ):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
-    cable.settings = dataclasses.replace(cable.settings, **changes)  # type: ignore[arg-type]
+    try:
+        cable.settings = dataclasses.replace(cable.settings, **changes)  # type: ignore[arg-type]
+    except ValueError as exc:  # a negative limit, say
+        raise SystemExit(f"cable-server: {exc}") from None

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .limits import FRAME_BURST, FRAME_RATE
 
-__all__ = ["Settings", "parse_origins"]
+__all__ = ["Settings", "negative_numbers", "parse_origins"]
 
 OriginRule = str | re.Pattern[str]
 
@@ -101,6 +102,20 @@ class Settings:
     #: tells connection counts and error rates, which are not for the public).
     metrics_path: str | None = "/metrics"
     metrics_secret: str | None = None
+
+    def __post_init__(self) -> None:
+        if negative := negative_numbers(self):
+            raise ValueError(f"{negative[0]} must be 0 or more, got {getattr(self, negative[0])!r}")
+
+
+def negative_numbers(settings: object) -> list[str]:
+    """The number fields of a settings dataclass holding a negative value: every count, size,
+    rate and duration of ours is 0 or more (a negative limit read as "none", or as "nothing")."""
+    return [
+        spec.name
+        for spec in dataclasses.fields(settings)  # type: ignore[arg-type]
+        if isinstance(value := getattr(settings, spec.name), int | float) and not isinstance(value, bool) and value < 0
+    ]
 
 
 def parse_origins(values: Sequence[str]) -> tuple[OriginRule, ...]:

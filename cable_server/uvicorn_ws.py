@@ -55,6 +55,9 @@ __all__ = ["CableWebSocketProtocol", "websocket_protocol"]
 INVALID_UTF8_REASON: Final = "Could not decode a text frame as UTF-8"
 #: The reason of the 1008 close for a client over its frame rate.
 FLOOD_REASON: Final = "Too many frames"
+#: Bytes of a read parsed between two checks of the frame limit: at most 682 of the smallest
+#: frames (6 bytes, masked and empty), fewer than a burst.
+FEED_BYTES: Final = 4096
 
 logger = logging.getLogger("cable_server.websocket")
 
@@ -145,9 +148,21 @@ class CableWebSocketProtocol(WebSocketsSansIOProtocol):
         self._frames = TokenBucket(limit.rate, limit.burst) if limit.rate > 0 else None
 
     def data_received(self, data: bytes) -> None:
-        """Feed ``websockets``; the upgrade request (the first data) is parsed here when plain."""
-        if self.handshake_initiated or not self._upgrade(data):
+        """Feed ``websockets``; the upgrade request (the first data) is parsed here when plain.
+
+        Frames are fed :data:`FEED_BYTES` at a time when limited: ``websockets`` answers each ping
+        as it parses it, so a whole read (256 KiB: 40,000 pings) parsed before the frame limit is
+        checked let a flooder have 14 bursts' worth answered before its close."""
+        if not self.handshake_initiated and self._upgrade(data):
+            return
+        if self._frames is None or len(data) <= FEED_BYTES:
             super().data_received(data)
+            return
+        view = memoryview(data)
+        for start in range(0, len(data), FEED_BYTES):
+            super().data_received(bytes(view[start : start + FEED_BYTES]))
+            if self.close_sent:
+                return
 
     def _upgrade(self, data: bytes) -> bool:
         """Handle ``data`` if it is exactly one plain ``GET ... HTTP/1.1`` head; else leave it."""

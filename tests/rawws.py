@@ -11,9 +11,9 @@ import socket
 import struct
 from typing import Any
 
-__all__ = ["CLOSE", "CONTINUATION", "PING", "TEXT", "Closed", "RawCable", "masked", "parse_frames"]
+__all__ = ["CLOSE", "CONTINUATION", "PING", "PONG", "TEXT", "Closed", "RawCable", "masked", "parse_frames"]
 
-CONTINUATION, TEXT, CLOSE, PING = 0x0, 0x1, 0x8, 0x9
+CONTINUATION, TEXT, CLOSE, PING, PONG = 0x0, 0x1, 0x8, 0x9, 0xA
 
 
 class Closed(Exception):
