@@ -57,7 +57,7 @@ class Refusal:
     #: Seconds until the request would be taken (rounded up to a whole second).
     retry_after: int
     #: The first refusal by this bound (of this requester or address) in a minute: the one to log.
-    first: bool = True
+    first: bool
 
 
 class _Meter:
@@ -118,16 +118,15 @@ class Budget:
         for bound, key in (("requester", requester), ("address", address)):
             if key is not None:
                 meters.append(((bound, key), self._meter(bound, key)))
+        takes = [(name, measure, bucket, needed) for name, meter in meters for measure, bucket, needed in meter.buckets(tokens)]
         waits = [
-            (max(1, math.ceil((needed - bucket.level()) / bucket.rate)), measure, name)
-            for name, meter in meters
-            for measure, bucket, needed in meter.buckets(tokens)
-            if bucket.level() < needed
+            (max(1, math.ceil(short / bucket.rate)), measure, name)
+            for name, measure, bucket, needed in takes
+            if (short := needed - bucket.level()) > 0
         ]
         if not waits:
-            for _, meter in meters:
-                for _, bucket, needed in meter.buckets(tokens):
-                    bucket.take(needed)
+            for _, _, bucket, needed in takes:
+                bucket.take(needed)
             return None
         retry_after, measure, name = max(waits)
         now = self._clock()
