@@ -160,6 +160,12 @@ def _cost(frame: Frame) -> int:
     return cost + sys.getsizeof(question) if isinstance(question, str) else cost
 
 
+@dataclass(slots=True)
+class _Written:
+    size: int = 0
+    expires: float = 0.0
+
+
 #: The events that end a generation: its frames stop coming after one of them.
 _LAST_EVENTS = frozenset({"done", "stopped", "error"})
 
@@ -173,20 +179,32 @@ class RedisFrameStore(FrameStore):
 
     ``[<prefix>:]cable_frames:<message_id>`` holds the frames, ``...:room:<room>`` the latest
     generation of a room; both expire ``ttl`` seconds after the last frame.
+
+    Each process bounds what it wrote and is still kept to ``max_bytes`` of JSON (the generations
+    written least recently are deleted first, as in process): only the process writing a
+    generation appends to it, so it can count without asking Redis.
     """
 
-    def __init__(self, url: str, *, prefix: str | None = None, ttl: float = 300.0, max_frames: int = 20_000) -> None:
+    def __init__(
+        self, url: str, *, prefix: str | None = None, ttl: float = 300.0, max_frames: int = 20_000, max_bytes: int = 64 << 20
+    ) -> None:
         super().__init__(ttl=ttl, max_frames=max_frames)
         self.redis = connect(url)
         self.prefix = f"{prefix}:cable_frames:" if prefix else "cable_frames:"
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._writes = GroupCommit(self.redis)
         #: When each running generation's keys were last given a new TTL.
         self._refreshed: dict[str, float] = {}
+        #: What this process wrote and Redis still keeps, least recently written first.
+        self._written: collections.OrderedDict[str, _Written] = collections.OrderedDict()
 
     async def append(self, room: str, frame: Frame) -> None:
         message_id = frame["message_id"]
         key = self.prefix + message_id
-        commands: list[tuple[Any, ...]] = [("RPUSH", key, orjson.dumps(frame))]
+        data = orjson.dumps(frame)
+        commands: list[tuple[Any, ...]] = [("RPUSH", key, data)]
+        commands += self._count(message_id, len(data), frame["seq"] >= self.max_frames)
         if frame["seq"] >= self.max_frames:
             commands.append(("LTRIM", key, -self.max_frames, -1))
         # The keys live ``ttl`` after the last frame. Setting that on every frame was four more
@@ -206,6 +224,27 @@ class RedisFrameStore(FrameStore):
             else:
                 self._refreshed[message_id] = now
         await self._writes.execute(*commands)
+
+    def _count(self, message_id: str, size: int, trimmed: bool) -> list[tuple[Any, ...]]:
+        """Count ``size`` more bytes for ``message_id``; the commands that delete the generations
+        this process must forget to stay within ``max_bytes`` (and those Redis expired go)."""
+        now = time.monotonic()
+        written = self._written
+        while written and next(iter(written.values())).expires < now:
+            self.bytes -= written.popitem(last=False)[1].size
+        entry = written.pop(message_id, None) or _Written()
+        if trimmed:  # LTRIM drops about as much as is added: the count stays an upper bound
+            size = 0
+        entry.size += size
+        entry.expires = now + self.ttl
+        written[message_id] = entry
+        self.bytes += size
+        commands: list[tuple[Any, ...]] = []
+        while self.max_bytes and self.bytes > self.max_bytes and len(written) > 1:
+            oldest, dropped = written.popitem(last=False)
+            self.bytes -= dropped.size
+            commands.append(("DEL", self.prefix + oldest, f"{self.prefix}owner:{oldest}"))
+        return commands
 
     async def forget(self, room: str) -> None:
         latest = await self.redis.get(f"{self.prefix}room:{room}")

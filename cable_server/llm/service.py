@@ -84,24 +84,28 @@ class ChatService:
         self.server = server
         self.settings = settings = settings or ChatSettings.from_env()
         self.model = model or model_for(settings)
-        bounds = {
+        bounds: dict[str, Any] = {
             "max_messages": settings.history_messages,
             "max_tokens": settings.history_tokens,
             "keep": settings.transcript_messages,
+            "room_bytes": settings.history_room_bytes,
+            "max_bytes": settings.history_max_bytes,
+            "ttl": settings.history_ttl,
         }
         if history is None:
             history = (
                 RedisHistory(settings.history_url, prefix=settings.history_prefix, **bounds)
                 if settings.history_url
-                else MemoryHistory(**bounds, max_bytes=settings.history_max_bytes, ttl=settings.history_ttl)
+                else MemoryHistory(**bounds)
             )
         self.history = history
         if frames is None:
-            ttl, most = settings.resume_ttl, settings.resume_max_frames
+            kept: dict[str, Any] = {"ttl": settings.resume_ttl, "max_frames": settings.resume_max_frames}
+            kept["max_bytes"] = settings.resume_max_bytes
             frames = (
-                RedisFrameStore(settings.history_url, prefix=settings.history_prefix, ttl=ttl, max_frames=most)
+                RedisFrameStore(settings.history_url, prefix=settings.history_prefix, **kept)
                 if settings.history_url
-                else MemoryFrameStore(ttl=ttl, max_frames=most, max_bytes=settings.resume_max_bytes)
+                else MemoryFrameStore(**kept)
             )
         self.frames = frames
         #: Sends each generation's frames: kept for ``resume``, then published.

@@ -82,8 +82,11 @@ class ChatSettings:
     transcript_messages: int = 200
     #: Bytes of messages one ``history`` frame carries at most (the latest; the newest always).
     history_frame_bytes: int = 256 << 10
-    #: In process: characters of history kept in all rooms together (the rooms least recently
-    #: written are forgotten first), and seconds a room's history is kept after its last turn.
+    #: Bytes of one room's transcript kept (the oldest messages go first; the newest always stays).
+    history_room_bytes: int = 1 << 20
+    #: Bytes of history kept in all rooms together (the rooms least recently written are forgotten
+    #: first): in process, by each process; in Redis, by all processes sharing the prefix together.
+    #: And seconds a room's history is kept after its last turn.
     history_max_bytes: int = 32 << 20
     history_ttl: float = 86_400.0
     #: The model budget a minute (:mod:`cable_server.llm.budget`): requests and estimated tokens
