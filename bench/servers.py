@@ -40,7 +40,13 @@ RAILS_APP = ROOT / "bench" / "rails"
 #: No model budget over time: the load generator is one address asking for up to a thousand
 #: answers at once, which a public deployment's defaults rightly refuse (see the README's limits).
 UNBUDGETED = {
-    f"CABLE_LLM_{measure}_PER_MINUTE{per}": "0" for measure in ("REQUESTS", "TOKENS") for per in ("", "_PER_USER", "_PER_ADDRESS")
+    **{
+        f"CABLE_LLM_{measure}_PER_MINUTE{per}": "0"
+        for measure in ("REQUESTS", "TOKENS")
+        for per in ("", "_PER_USER", "_PER_ADDRESS")
+    },
+    "CABLE_LLM_ROOM_VISITS_PER_MINUTE_PER_CONNECTION": "0",
+    "CABLE_LLM_ROOM_VISITS_PER_MINUTE_PER_ADDRESS": "0",
 }
 #: The chat settings both servers get (ours reads the CABLE_LLM_* ones): no history, no cap on
 #: concurrent generations below the benchmark's 100 (our default is 64), no budget.

@@ -47,6 +47,7 @@ class LimitKind(enum.StrEnum):
     PROMPT_LENGTH = "prompt_length"
     MODEL_BUDGET = "model_budget"
     SYSTEM_PROMPT_LENGTH = "system_prompt_length"
+    ROOM_VISITS = "room_visits"
 
 
 class Admission(enum.Enum):

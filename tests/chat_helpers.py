@@ -78,7 +78,9 @@ def transcript(frame: dict[str, Any]) -> list[dict[str, str]]:
 #: No model budget over time, for the tests that load one server with many answers from one
 #: address (the budget's own tests, tests/test_model_budget.py, run on its defaults).
 UNBUDGETED: dict[str, Any] = {
-    f"{measure}_per_minute{per}": 0 for measure in ("requests", "tokens") for per in ("", "_per_user", "_per_address")
+    **{f"{measure}_per_minute{per}": 0 for measure in ("requests", "tokens") for per in ("", "_per_user", "_per_address")},
+    "room_visits_per_minute_per_connection": 0,
+    "room_visits_per_minute_per_address": 0,
 }
 
 

@@ -107,6 +107,9 @@ class GptChatChannel(Channel):
     def subscribed(self) -> None:
         if not self.identified:
             room = room_name(self.params.get("room"))
+            if room is not None and self._visit(f"public_{room}") is not None:
+                self.reject()
+                return
             self._join(room, f"public_{room}")
             return
         owner = self.owner
@@ -178,6 +181,9 @@ class GptChatChannel(Channel):
         after_seq = data.get("after_seq")
         if not isinstance(after_seq, int) or isinstance(after_seq, bool):
             after_seq = -1
+        if (refused := self._visit(self._own_room())) is not None:
+            self.transmit(error_frame(refused))
+            return
         async with self._unless_unavailable("resume"):
             await self._replay(message_id, max(after_seq, -1))
 
@@ -195,6 +201,9 @@ class GptChatChannel(Channel):
         each answer with its ``message_id``, ``status`` and ``reason``, the latest that fit in
         ``history_frame_bytes`` (``"truncated": true`` when older ones were left out); and what
         the chat is: ``model`` and ``max_prompt_chars`` (the longest ``user_content`` accepted)."""
+        if (refused := self._visit(self._own_room())) is not None:
+            self.transmit(error_frame(refused))
+            return
         async with self._unless_unavailable("history"):
             chat = self.chat
             messages = await chat.history.transcript(self._own_room())
@@ -218,6 +227,18 @@ class GptChatChannel(Channel):
         except (RedisError, PubSubError) as exc:
             logger.warning("%s in %s failed: %r", action, logs.clip(self.room), exc)
             self.transmit(error_frame(classify(exc, started=False), **fields))
+
+    def _visit(self, room: str) -> GenerationError | None:
+        """Count a visit of ``room`` on an anonymous connection (see ``room_visits_per_minute_*``);
+        the refusal when over it. Identified connections reach their own room only: not counted."""
+        if self.identified:
+            return None
+        client = self.connection.request.client
+        try:
+            self.chat.gate.visit(room, connection=self._requester(), address=client.host if client else None)
+        except GenerationError as refused:
+            return refused
+        return None
 
     def _requester(self) -> str:
         """Who counts against ``max_generations_per_user``: the identified user (all their tabs

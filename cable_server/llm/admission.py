@@ -1,6 +1,8 @@
 """What a request must pass before it becomes a generation, and how each refusal is logged and
 counted: its fields' bounds first, then (once its room and its requester are free to start an
-answer) the model budget over time (:mod:`cable_server.llm.budget`).
+answer) the model budget over time (:mod:`cable_server.llm.budget`). And the visits of anonymous
+rooms over time, which the same buckets bound per connection and per address: a sweep of room ids
+is slow.
 
 Every refusal is a :class:`~cable_server.llm.errors.GenerationError` for the sender alone,
 counted in ``cable_limit_hits_total{kind}`` and logged at warning; a budget refusal is logged
@@ -15,7 +17,7 @@ from typing import Any
 from .. import logs
 from ..limits import LimitKind
 from ..metrics import Metrics
-from .budget import Budget, estimate_tokens
+from .budget import Allowance, Budget, estimate_tokens
 from .errors import ErrorCategory, GenerationError
 from .settings import ChatSettings
 
@@ -32,6 +34,12 @@ class Gate:
         self.metrics = metrics
         #: The model budget over time.
         self.budget = Budget.of(settings)
+        #: Visits of anonymous rooms over time, per connection and per address.
+        self.visits = Budget(
+            per_requester=Allowance(settings.room_visits_per_minute_per_connection, 0),
+            per_address=Allowance(settings.room_visits_per_minute_per_address, 0),
+            total=Allowance(0, 0),
+        )
 
     def system_prompt(self, room: str, user_content: Any, system_content: Any) -> str | None:
         """Refuse a question or a client system prompt out of bounds; the system prompt to send."""
@@ -60,14 +68,27 @@ class Gate:
             retry_after=refusal.retry_after,
         )
 
-    def refused(self, kind: LimitKind, room: str, detail: str, *, log: bool = True) -> None:
-        """Count a refusal in ``room`` (and log it, unless told not to)."""
+    def visit(self, room: str, *, connection: str, address: str | None) -> None:
+        """Count a visit of an anonymous ``room`` (joining it, ``history``, ``resume``), or refuse it
+        (``rate_limited``, ``retry_after``)."""
+        refusal = self.visits.charge(0, requester=connection, address=address)
+        if refusal is None:
+            return
+        bound, who = ("connection", connection) if refusal.bound == "requester" else (refusal.bound, address or "")
+        detail = f"rooms a minute per {bound} {logs.clip(who)}; retry after {refusal.retry_after} s"
+        self.refused(LimitKind.ROOM_VISITS, room, detail, log=refusal.first, what="visit")
+        raise GenerationError(
+            ErrorCategory.RATE_LIMITED,
+            f"Too many rooms visited for now; try again in {refusal.retry_after} s.",
+            retry_after=refusal.retry_after,
+        )
+
+    def refused(self, kind: LimitKind, room: str, detail: str, *, log: bool = True, what: str = "generation") -> None:
+        """Count a refusal of ``what`` in ``room`` (and log it, unless told not to)."""
         self.metrics.limit_hit(kind)
         if log:
             room = logs.clip(room)  # a client named it
-            logger.warning(
-                "generation refused in %s (%s): %s", room, kind.value, detail, extra={"limit": kind.value, "room": room}
-            )
+            logger.warning("%s refused in %s (%s): %s", what, room, kind.value, detail, extra={"limit": kind.value, "room": room})
 
     def _refuse_longer(self, room: str, field: str, text: str, limit: int, kind: LimitKind) -> None:
         if len(text) > limit:

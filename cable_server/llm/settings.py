@@ -100,6 +100,13 @@ class ChatSettings:
     tokens_per_minute_per_address: int = 300_000
     requests_per_minute: int = 1_200
     tokens_per_minute: int = 3_000_000
+    #: Anonymous rooms visited a minute (joining one, ``history``, ``resume``) per connection and
+    #: per client address. On an anonymous connection a room id is a capability, and the blog's are
+    #: numbers: 100 sockets read 20,000 rooms' transcripts in 15 s. Past it a subscription is
+    #: rejected, ``history`` and ``resume`` get ``rate_limited``; identified connections, which
+    #: reach their own room only, are not counted. 0: unbounded.
+    room_visits_per_minute_per_connection: int = 60
+    room_visits_per_minute_per_address: int = 300
     #: Longest accepted ``user_content``, in characters.
     max_prompt_chars: int = 32_000
     #: Longest accepted client ``system_content`` (when honoured), in characters: a longer one is
