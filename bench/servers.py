@@ -37,8 +37,9 @@ __all__ = ["ORIGIN", "SERVERS", "Server", "fake_openai", "rails_available", "red
 ORIGIN = "http://localhost:3000"
 SERVERS = ("ours", "rails")
 RAILS_APP = ROOT / "bench" / "rails"
-#: No model budget over time: the load generator is one address asking for up to a thousand
-#: answers at once, which a public deployment's defaults rightly refuse (see the README's limits).
+#: No model budget over time, room visit limit or per-address share of the pool: the load
+#: generator is one address asking for up to a thousand answers at once, which a public
+#: deployment's defaults rightly refuse (see the README's limits).
 UNBUDGETED = {
     **{
         f"CABLE_LLM_{measure}_PER_MINUTE{per}": "0"
@@ -47,6 +48,8 @@ UNBUDGETED = {
     },
     "CABLE_LLM_ROOM_VISITS_PER_MINUTE_PER_CONNECTION": "0",
     "CABLE_LLM_ROOM_VISITS_PER_MINUTE_PER_ADDRESS": "0",
+    "CABLE_LLM_MAX_CONCURRENT_PER_ADDRESS": "0",
+    "CABLE_LLM_MAX_QUEUED_PER_ADDRESS": "0",
 }
 #: The chat settings both servers get (ours reads the CABLE_LLM_* ones): no history, no cap on
 #: concurrent generations below the benchmark's 100 (our default is 64), no budget.

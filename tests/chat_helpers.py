@@ -75,12 +75,15 @@ def transcript(frame: dict[str, Any]) -> list[dict[str, str]]:
     return messages
 
 
-#: No model budget over time, for the tests that load one server with many answers from one
-#: address (the budget's own tests, tests/test_model_budget.py, run on its defaults).
+#: No model budget over time, no limit on room visits and no per-address share of the pool, for
+#: the tests that load one server with many answers from one address (the limits' own tests run
+#: on their defaults).
 UNBUDGETED: dict[str, Any] = {
     **{f"{measure}_per_minute{per}": 0 for measure in ("requests", "tokens") for per in ("", "_per_user", "_per_address")},
     "room_visits_per_minute_per_connection": 0,
     "room_visits_per_minute_per_address": 0,
+    "max_concurrent_per_address": 0,
+    "max_queued_per_address": 0,
 }
 
 

@@ -11,6 +11,10 @@ client may ask a burst and a busy one gets its allowance spread over time. A req
 bound cannot take is refused whole (nothing is charged anywhere) with the seconds until it
 would pass.
 
+The process' bound is shared fairly: its last quarter (:data:`RESERVE`) is kept for addresses that
+have spent less than half their own allowance, so that ten addresses asking at their full rate
+cannot spend it all and leave every newcomer refused.
+
 Tokens are estimated, as a rate limit must decide before the answer exists: four characters a
 token for what the client sent (question and system prompt), plus ``max_tokens`` for the answer
 (its most). The room's history sent with the question is bounded by ``history_tokens`` per
@@ -31,6 +35,9 @@ __all__ = ["Allowance", "Budget", "Refusal", "estimate_tokens"]
 
 #: Characters a token, for estimates (English prose averages about four).
 CHARS_PER_TOKEN = 4
+#: The share of the process' bound that an address which has spent half its own allowance
+#: (in the last minute, as its bucket tells) may not take: kept for the others.
+RESERVE = 0.25
 
 
 def estimate_tokens(*texts: str | None) -> int:
@@ -44,6 +51,10 @@ class Allowance:
 
     requests: int
     tokens: int
+
+
+#: An allowance that bounds nothing.
+UNBOUNDED = Allowance(0, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +90,10 @@ class _Meter:
 
     def full(self) -> bool:
         return all(bucket.level() >= bucket.burst for _, bucket, _ in self.buckets(0))
+
+    def spent_half(self) -> bool:
+        """Whether either bucket holds less than half its allowance: a heavy user for now."""
+        return any(bucket.level() < bucket.burst / 2 for _, bucket, _ in self.buckets(0))
 
 
 class Budget:
@@ -116,13 +131,14 @@ class Budget:
         when taken, else the :class:`Refusal` that waits longest."""
         meters = [(("total", ""), self._total)]
         for bound, key in (("requester", requester), ("address", address)):
-            if key is not None:
+            if key is not None and self._allowances[bound] != UNBOUNDED:  # nothing to remember
                 meters.append(((bound, key), self._meter(bound, key)))
+        heavy = meters[-1][0][0] == "address" and meters[-1][1].spent_half()
         takes = [(name, measure, bucket, needed) for name, meter in meters for measure, bucket, needed in meter.buckets(tokens)]
         waits = [
             (max(1, math.ceil(short / bucket.rate)), measure, name)
             for name, measure, bucket, needed in takes
-            if (short := needed - bucket.level()) > 0
+            if (short := self._kept(name, bucket, needed, heavy) - bucket.level()) > 0
         ]
         if not waits:
             for _, _, bucket, needed in takes:
@@ -137,6 +153,14 @@ class Budget:
             while len(self._refused) > self._max_keys:
                 del self._refused[next(iter(self._refused))]
         return Refusal(name[0], measure, retry_after, first)
+
+    @staticmethod
+    def _kept(name: tuple[str, str], bucket: TokenBucket, needed: float, heavy: bool) -> float:
+        """What ``bucket`` must hold to take ``needed``: more, by the reserve, when it is the
+        process' and the address a heavy one (never more than the whole bucket)."""
+        if heavy and name[0] == "total":
+            return min(needed + bucket.burst * RESERVE, bucket.burst)
+        return needed
 
     def __len__(self) -> int:
         """Requesters and addresses remembered."""

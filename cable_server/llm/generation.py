@@ -30,6 +30,8 @@ class Generation:
     #: Who asked for it (the user's connection identifier, or one connection's id), for the
     #: per-user limit; ``None``: nobody in particular.
     requester: str | None = None
+    #: The client's address, whose fair share of the pool it takes; ``None``: unknown.
+    address: str | None = None
     #: ``time.monotonic()`` when it was asked for.
     started: float = field(default_factory=time.monotonic)
 

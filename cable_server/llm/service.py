@@ -114,7 +114,8 @@ class ChatService:
             claims = RedisClaims(settings.history_url, prefix=settings.history_prefix) if settings.history_url else LocalClaims()
         #: Who writes each room's answer across processes (see :mod:`cable_server.llm.claims`).
         self.claims = claims
-        self.pool = GenerationPool(settings.max_concurrent, settings.max_queued)
+        per_address = {"per_key": settings.max_concurrent_per_address, "per_key_waiting": settings.max_queued_per_address}
+        self.pool = GenerationPool(settings.max_concurrent, settings.max_queued, **per_address)
         #: What a request must pass: its bounds and the model budget (see :mod:`.admission`).
         self.gate = Gate(settings, server.metrics)
         self.active: dict[str, Generation] = {}
@@ -179,7 +180,7 @@ class ChatService:
                 ErrorCategory.BUSY, f"You have {settings.max_generations_per_user} answers being written; stop one or wait."
             )
         self.gate.charge(room, user_content, system, requester=requester, address=address)
-        generation = Generation(room, user_content, request_id, requester=requester)
+        generation = Generation(room, user_content, request_id, requester=requester, address=address)
         self._track(generation)  # before the claim is awaited: a second request meanwhile is busy here
         try:
             elsewhere = await self.claims.claim(room, generation.message_id)
@@ -327,7 +328,7 @@ class ChatService:
             async def queued(position: int) -> None:
                 await self.sender.emit(generation, "queued", position=position)
 
-            async with self.pool.slot(queued):
+            async with self.pool.slot(queued, generation.address):
                 stats.requested = time.monotonic()
                 await self._stream(generation, messages, stats)
             return outcome, "done", {"finish_reason": stats.finish_reason, "usage": stats.usage}

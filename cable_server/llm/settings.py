@@ -70,6 +70,10 @@ class ChatSettings:
     max_concurrent: int = 64
     #: Requests allowed to wait for a free slot; beyond it they fail as ``overloaded``.
     max_queued: int = 1_000
+    #: The share of those one client address may hold: slots streaming, and places in line (a
+    #: freed slot goes to the address holding the fewest); 0: no share, first come first served.
+    max_concurrent_per_address: int = 16
+    max_queued_per_address: int = 100
     #: Generations one user (an identified connection's identifier, else one connection) may
     #: have running at once, across rooms; one more is refused as ``busy``. A room has one at a
     #: time anyway; this stops an anonymous connection from starting answers in many rooms.
