@@ -118,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
         ("--command-burst", int, "commands a connection may send at once above the rate (default 100)"),
         ("--frame-rate", float, "WebSocket frames per second per connection, pings included (default 100; 0: no limit)"),
         ("--frame-burst", int, "frames a connection may send at once above the rate (default 1000)"),
+        ("--incomplete-timeout", float, "seconds a frame or fragmented message may take to arrive whole (default 30; 0: none)"),
+        (
+            "--max-incomplete-bytes-per-address",
+            int,
+            "bytes of incomplete frames and messages the sockets of one address may hold (default 16 MiB; 0: no limit)",
+        ),
         ("--max-connections-per-address", int, "open connections per client address (default 10000)"),
     ):
         variable = "CABLE_" + flag[2:].replace("-", "_").upper()
@@ -259,6 +265,8 @@ def configure(cable: CableServer, args: argparse.Namespace) -> None:
         "command_burst",
         "frame_rate",
         "frame_burst",
+        "incomplete_timeout",
+        "max_incomplete_bytes_per_address",
         "max_connections_per_address",
     ):
         if getattr(args, name) is not None:

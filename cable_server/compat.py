@@ -36,7 +36,7 @@ from typing import Final
 
 import uvicorn.config
 
-from .limits import FrameLimit
+from .limits import FrameLimit, IncompleteLimit
 
 __all__ = [
     "HTTP_INTERNALS",
@@ -121,9 +121,10 @@ WEBSOCKET_INTERNALS: Final = (
             "send_receive_event_to_app": ("self",),
             "handle_parser_exception": ("self",),
             "handle_events": ("self",),
+            "connection_lost": ("self", "exc"),
         },
         attributes=frozenset(
-            {"conn", "transport", "scope", "request", "response", "queue", "writable", "client"}
+            {"conn", "transport", "scope", "request", "response", "queue", "writable", "client", "loop", "read_paused"}
             | {"handshake_initiated", "handshake_complete", "close_sent", "disconnected", "curr_msg_data_type", "frames"}
         ),
         calls={"queue": frozenset({"put_nowait", "get", "empty"}), "writable": frozenset({"set", "clear", "is_set", "wait"})},
@@ -132,9 +133,10 @@ WEBSOCKET_INTERNALS: Final = (
         "websockets",
         "websockets.protocol:Protocol",
         methods={"parse": ("self",), "receive_data": ("self", "data"), "events_received": ("self",)},
-        attributes=frozenset({"parser", "parser_exc", "events"}),
+        attributes=frozenset({"parser", "parser_exc", "events", "reader", "current_size"}),
         generators=frozenset({"parse"}),
     ),
+    Internal("websockets", "websockets.streams:StreamReader", methods={"discard": ("self",)}, attributes=frozenset({"buffer"})),
     Internal(
         "websockets",
         "websockets.server:ServerProtocol",
@@ -364,10 +366,12 @@ class Selection:
     differences: tuple[Difference, ...]
 
 
-def select_protocols(max_head_bytes: int, head_timeout: float, frame_limit: FrameLimit | None = None) -> Selection:
+def select_protocols(
+    max_head_bytes: int, head_timeout: float, frame_limit: FrameLimit | None = None, incomplete: IncompleteLimit | None = None
+) -> Selection:
     """Our WebSocket and HTTP protocols where what they use was verified, else uvicorn's own;
-    logs one warning naming every difference when anything falls back. ``frame_limit``: what our
-    WebSocket protocol lets a client send (its default when ``None``)."""
+    logs one warning naming every difference when anything falls back. ``frame_limit``,
+    ``incomplete``: what our WebSocket protocol lets a client send, leave incomplete (or defaults)."""
     ws_differences = _check(WEBSOCKET_INTERNALS)
     http_differences = _check(HTTP_INTERNALS)
     ws: type[asyncio.Protocol] | str
@@ -375,9 +379,9 @@ def select_protocols(max_head_bytes: int, head_timeout: float, frame_limit: Fram
     if ws_differences:
         ws = FALLBACK_WS if FALLBACK_WS in getattr(uvicorn.config, "WS_PROTOCOLS", {}) else "auto"
     else:
-        from .uvicorn_ws import CableWebSocketProtocol, websocket_protocol
+        from .uvicorn_ws import websocket_protocol
 
-        ws = CableWebSocketProtocol if frame_limit is None else websocket_protocol(frame_limit)
+        ws = websocket_protocol(frame_limit, incomplete)
     if http_differences:
         http = FALLBACK_HTTP
     else:

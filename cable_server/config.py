@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .limits import FRAME_BURST, FRAME_RATE
+from .limits import FRAME_BURST, FRAME_RATE, INCOMPLETE_BYTES_PER_ADDRESS, INCOMPLETE_TIMEOUT
 
 __all__ = ["Settings", "negative_numbers", "parse_origins"]
 
@@ -77,6 +77,14 @@ class Settings:
     #: protocols, the fallback of ``compat.py``, parse frames where this server cannot count them).
     frame_rate: float = FRAME_RATE
     frame_burst: int = FRAME_BURST
+    #: Seconds a frame, or a message fragmented into frames, may take from its first byte to its
+    #: last; bytes of such incomplete input all the sockets of one client address (as
+    #: ``max_connections_per_address`` counts them) may hold at once. Past either, the socket is
+    #: closed with 1008 (the read that would go past the budget closes its own socket). 0: none.
+    #: Keep the budget well above ``max_frame_bytes``, which one socket may hold. On the fast path
+    #: only, as ``frame_rate``.
+    incomplete_timeout: float = INCOMPLETE_TIMEOUT
+    max_incomplete_bytes_per_address: int = INCOMPLETE_BYTES_PER_ADDRESS
     #: Commands per second one connection may send on average (a token bucket refilled at this
     #: rate, holding ``command_burst``); a command beyond it is dropped unexecuted. 0: no limit.
     command_rate: float = 50.0

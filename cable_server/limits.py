@@ -9,6 +9,13 @@ The frame rate is a :class:`TokenBucket` per WebSocket, taken from by every fram
 (pings and continuation frames too, which no command limit sees): the fast path
 (:mod:`cable_server.uvicorn_ws`) closes a client that empties it with 1008.
 
+Incomplete input (:class:`IncompleteLimit`) is what the fast path holds of a frame, or of a
+message fragmented into frames, that has not arrived whole: it must complete within a deadline,
+and all the sockets of one client address together may hold only so many bytes of it
+(:class:`HeldInput` keeps that count, per address). Each socket's share is bounded by the frame
+size limit; the sum over the thousands of sockets one address may open was not (400 sockets
+each stalled in a 1 MB frame held 400 MB).
+
 The command rate is a token bucket per connection: ``rate`` tokens a second, at most ``burst``
 held, one taken per command. A command that finds the bucket empty is dropped. Dropping starts a
 *flood*, which ends once the bucket is full again (the client was quiet for ``burst / rate``
@@ -23,13 +30,33 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["FRAME_BURST", "FRAME_RATE", "Admission", "CommandLimiter", "FrameLimit", "LimitKind", "TokenBucket"]
+__all__ = [
+    "FRAME_BURST",
+    "FRAME_RATE",
+    "INCOMPLETE_BYTES_PER_ADDRESS",
+    "INCOMPLETE_TIMEOUT",
+    "Admission",
+    "CommandLimiter",
+    "FrameLimit",
+    "HeldInput",
+    "IncompleteLimit",
+    "LimitKind",
+    "TokenBucket",
+]
 
 #: Frames a second one client may send on average, and at most at once (a message fragmented into
 #: many frames). A browser sends one frame per command and no pings, and commands are limited to
 #: 50 a second: a client past this is flooding.
 FRAME_RATE = 100.0
 FRAME_BURST = 1_000
+#: Seconds a frame, or a fragmented message, may take from its first byte to its last. A
+#: browser's command is a few hundred bytes in one frame; at 0.5 Mbit/s a phone still sends a
+#: whole 1 MiB frame (``max_frame_bytes``) in 17 s.
+INCOMPLETE_TIMEOUT = 30.0
+#: Bytes of incomplete frames and messages all the sockets of one client address may hold at
+#: once: sixteen ``max_frame_bytes`` frames in flight, far beyond what users sharing an address
+#: send at one time.
+INCOMPLETE_BYTES_PER_ADDRESS = 16 << 20
 
 
 class LimitKind(enum.StrEnum):
@@ -41,6 +68,8 @@ class LimitKind(enum.StrEnum):
     COMMAND_RATE = "command_rate"
     COMMAND_FLOOD = "command_flood"
     FRAME_RATE = "frame_rate"
+    INCOMPLETE_TIMEOUT = "incomplete_timeout"
+    INCOMPLETE_BYTES_PER_ADDRESS = "incomplete_bytes_per_address"
     CONNECTIONS_PER_ADDRESS = "connections_per_address"
     GENERATIONS_PER_USER = "generations_per_user"
     GENERATIONS_TOTAL = "generations_total"
@@ -70,6 +99,50 @@ class FrameLimit:
     rate: float = FRAME_RATE
     burst: int = FRAME_BURST
     on_flood: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IncompleteLimit:
+    """What a client may leave incomplete: a frame or fragmented message must arrive whole within
+    ``timeout`` seconds of its first byte (0: no deadline), and the sockets of one address may
+    hold ``per_address`` bytes of incomplete input in all (0: no budget); ``on_hit`` runs with the
+    kind for each socket closed for either (to count it)."""
+
+    timeout: float = INCOMPLETE_TIMEOUT
+    per_address: int = INCOMPLETE_BYTES_PER_ADDRESS
+    on_hit: Callable[[LimitKind], None] | None = None
+
+
+class HeldInput:
+    """Bytes of incomplete input held per client address, within ``budget`` per address (0: any).
+
+    Each socket tells what it holds after each read that changes it (:meth:`hold`) and lets go
+    of all of it when it closes; an address holding nothing has no entry, so the map is as big
+    as the set of addresses holding something now.
+    """
+
+    __slots__ = ("_held", "budget")
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._held: dict[str, int] = {}
+
+    def hold(self, address: str, before: int, after: int) -> bool:
+        """One socket of ``address`` held ``before`` bytes and now holds ``after``: record it and
+        say True, unless that grows the address's total past the budget: then record nothing
+        and say False (the caller closes the socket, then lets go of its ``before``)."""
+        total = self._held.get(address, 0) - before + after
+        if after > before and 0 < self.budget < total:
+            return False
+        if total:
+            self._held[address] = total
+        else:
+            self._held.pop(address, None)
+        return True
+
+    def held(self, address: str | None = None) -> int:
+        """The bytes held by ``address``, or by every address when ``None``."""
+        return sum(self._held.values()) if address is None else self._held.get(address, 0)
 
 
 class TokenBucket:

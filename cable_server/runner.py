@@ -21,7 +21,7 @@ from typing import Any
 import uvicorn
 
 from . import compat, logs
-from .limits import FrameLimit, LimitKind
+from .limits import FrameLimit, IncompleteLimit, LimitKind
 from .server import CableServer
 
 __all__ = ["CableUvicornServer", "config_for", "run", "run_workers", "set_dead_peer_timeout", "tune_gc"]
@@ -75,7 +75,8 @@ def config_for(
     settings = cable.settings
     flooded = functools.partial(cable.metrics.limit_hit, LimitKind.FRAME_RATE)
     frames = FrameLimit(settings.frame_rate, settings.frame_burst, flooded)
-    protocols = compat.select_protocols(settings.max_request_head_bytes, settings.request_head_timeout, frames)
+    incomplete = IncompleteLimit(settings.incomplete_timeout, settings.max_incomplete_bytes_per_address, cable.metrics.limit_hit)
+    protocols = compat.select_protocols(settings.max_request_head_bytes, settings.request_head_timeout, frames, incomplete)
     options.setdefault("http", protocols.http)
     options.setdefault("h11_max_incomplete_event_size", settings.max_request_head_bytes + 1)  # the guard answers first
     return uvicorn.Config(

@@ -24,6 +24,15 @@ Every frame a client sends is counted as it is parsed, pings, pongs and continua
 and every other client's echo waiting seconds, unseen by the command rate limit. A client past
 the limit is closed with 1008 and logged once; the frames of that read go unhandled.
 
+What it holds of input that is not whole yet (a :class:`~cable_server.limits.IncompleteLimit`):
+the bytes of an unfinished frame in ``websockets``' reader, and the parts of an unfinished
+fragmented message uvicorn keeps. A socket that starts holding some gets a deadline (one timer);
+the deadline moves on when a message completes with more input held behind it, and the timer
+goes when nothing is held. Past the deadline, or when a read would take the bytes held by all the
+sockets of the client's address past their budget (:class:`~cable_server.limits.HeldInput`, one
+per protocol class), the socket is closed with 1008, logged once and counted. A read that ends
+on a frame boundary, nearly every read, costs two lengths and a test.
+
 It also holds less per idle connection (the measure of how many clients one process holds):
 the upgrade request and response are dropped once the handshake is done (their ``Headers``
 were ~4 KB; the ASGI scope keeps the request headers), and the app's inbox and the writable
@@ -35,16 +44,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.datastructures import Headers
 from websockets.frames import CloseCode
 from websockets.http11 import Request
-from websockets.protocol import Protocol
+from websockets.protocol import Protocol, State
 
 from .direct_write import DIRECT_WRITE, DirectWriter
-from .limits import FrameLimit, TokenBucket
+from .limits import FrameLimit, HeldInput, IncompleteLimit, LimitKind, TokenBucket
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
@@ -55,6 +65,10 @@ __all__ = ["CableWebSocketProtocol", "websocket_protocol"]
 INVALID_UTF8_REASON: Final = "Could not decode a text frame as UTF-8"
 #: The reason of the 1008 close for a client over its frame rate.
 FLOOD_REASON: Final = "Too many frames"
+#: The reasons of the 1008 closes for input left incomplete: past its deadline, past the budget of
+#: the client's address.
+TIMEOUT_REASON: Final = "Incomplete message timed out"
+BUDGET_REASON: Final = "Too much incomplete input from this address"
 #: Bytes of a read parsed between two checks of the frame limit: at most 682 of the smallest
 #: frames (6 bytes, masked and empty), fewer than a burst.
 FEED_BYTES: Final = 4096
@@ -130,6 +144,19 @@ class _Flag:
             await waiter
 
 
+@dataclass(slots=True)
+class _Holding:
+    """A socket holding incomplete input: under which address it is counted, how many bytes
+    :class:`HeldInput` has on its account, when its input must be whole (event loop time) and
+    the timer that checks; ``progressed``: a message completed since the deadline was set."""
+
+    address: str
+    held: int = 0
+    deadline: float = 0.0
+    timer: asyncio.TimerHandle | None = None
+    progressed: bool = False
+
+
 class CableWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's ``websockets-sansio`` protocol, offering a :class:`DirectWriter` to the app.
 
@@ -139,6 +166,13 @@ class CableWebSocketProtocol(WebSocketsSansIOProtocol):
 
     #: The frames a client may send; :func:`websocket_protocol` makes a class with others.
     frame_limit: ClassVar[FrameLimit] = FrameLimit()
+    #: What a client may leave incomplete, and the bytes each address holds, for every socket of
+    #: this class (:func:`websocket_protocol` makes a class with others, and its own count).
+    incomplete_limit: ClassVar[IncompleteLimit] = IncompleteLimit()
+    held_input: ClassVar[HeldInput] = HeldInput(incomplete_limit.per_address)
+    #: Not held yet: set by the first read that leaves input incomplete (a class default costs an
+    #: idle connection nothing).
+    _holding: _Holding | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -157,12 +191,113 @@ class CableWebSocketProtocol(WebSocketsSansIOProtocol):
             return
         if self._frames is None or len(data) <= FEED_BYTES:
             super().data_received(data)
-            return
+        else:
+            self._feed_slices(data)
+        conn = self.conn
+        held = len(conn.reader.buffer) + (conn.current_size or 0)
+        if held or self._holding is not None:
+            self._hold(held)
+
+    def _feed_slices(self, data: bytes) -> None:
         view = memoryview(data)
         for start in range(0, len(data), FEED_BYTES):
             super().data_received(bytes(view[start : start + FEED_BYTES]))
             if self.close_sent:
                 return
+
+    def _hold(self, held: int) -> None:
+        """Account for the ``held`` bytes of incomplete input a read left: the address's count,
+        the deadline (set when the socket starts holding, moved on when a message completed
+        during the read: what is held now came after it), the close when either is past."""
+        holding = self._holding
+        limit = self.incomplete_limit
+        if not held or self.transport.is_closing() or not (limit.timeout or limit.per_address):
+            self._let_go()
+            return
+        if holding is None:
+            holding = self._holding = _Holding(self._address())
+            if limit.timeout:
+                holding.deadline = self.loop.time() + limit.timeout
+                holding.timer = self.loop.call_later(limit.timeout, self._check_deadline)
+        elif holding.progressed:
+            holding.deadline = self.loop.time() + limit.timeout  # the timer sees it when it fires
+        holding.progressed = False
+        if self.held_input.hold(holding.address, holding.held, held):
+            holding.held = held
+            return
+        self._refuse(
+            LimitKind.INCOMPLETE_BYTES_PER_ADDRESS,
+            BUDGET_REASON,
+            "%s: %s would hold %d bytes of incomplete input with this read, over %d (max_incomplete_bytes_per_address)",
+            self._peer(),
+            holding.address,
+            self.held_input.held(holding.address) - holding.held + held,
+            limit.per_address,
+        )
+
+    def _check_deadline(self) -> None:
+        """The timer of a socket holding incomplete input: close it if its deadline is past,
+        else wait for the deadline as it is now.
+
+        While the server is not reading (uvicorn pauses reading from when a message is queued
+        until the app takes it: an action of this connection is still running) the rest of a
+        frame waits in the kernel, through no fault of the client's: from a deadline that passes
+        then, it is moved on every tenth of a deadline while reading stays paused, so that the
+        client has at least nine tenths of one once reading resumes."""
+        holding = self._holding
+        if holding is None or self.transport.is_closing():  # connection_lost lets go
+            return
+        timeout, now = self.incomplete_limit.timeout, self.loop.time()
+        if self.read_paused:
+            holding.deadline = max(holding.deadline, now + timeout)
+            holding.timer = self.loop.call_later(timeout / 10, self._check_deadline)
+            return
+        left = holding.deadline - now
+        if left > 0:
+            holding.timer = self.loop.call_later(left, self._check_deadline)
+            return
+        holding.timer = None
+        self._refuse(
+            LimitKind.INCOMPLETE_TIMEOUT,
+            TIMEOUT_REASON,
+            "%s: a frame or message still incomplete after %g s, %d bytes held (incomplete_timeout)",
+            self._peer(),
+            timeout,
+            holding.held,
+        )
+
+    def _refuse(self, kind: LimitKind, reason: str, message: str, *args: object) -> None:
+        """Close for incomplete input (1008), log it once, count it, and drop what was held."""
+        logger.warning(message + ": closing with 1008", *args)
+        if self.incomplete_limit.on_hit is not None:
+            self.incomplete_limit.on_hit(kind)
+        self._close_for(CloseCode.POLICY_VIOLATION, reason)
+        self.conn.reader.discard()  # no more reads come: the transport is closing
+        self.frames = []
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """Hold nothing any more: the address's count goes down, the timer goes."""
+        holding, self._holding = self._holding, None
+        if holding is None:
+            return
+        self.held_input.hold(holding.address, holding.held, 0)
+        if holding.timer is not None:
+            holding.timer.cancel()
+
+    def _address(self) -> str:
+        """The address incomplete input is counted by: the scope's client, as
+        ``max_connections_per_address`` counts connections (behind a trusted proxy, uvicorn's
+        proxy-headers middleware has put the forwarded address there by the time the app runs);
+        the TCP peer's before the upgrade."""
+        scope = getattr(self, "scope", None)
+        client = scope.get("client") if scope is not None else self.client
+        return client[0] if client else "?"
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """uvicorn's, after letting go of the incomplete input held (and its timer)."""
+        self._let_go()
+        super().connection_lost(exc)
 
     def _upgrade(self, data: bytes) -> bool:
         """Handle ``data`` if it is exactly one plain ``GET ... HTTP/1.1`` head; else leave it."""
@@ -210,7 +345,10 @@ class CableWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def send_receive_event_to_app(self) -> None:
         """uvicorn's, except for a text message that is not UTF-8: the close (1007) carries
-        Rails' reason and is logged at info, once."""
+        Rails' reason and is logged at info, once. A message completing is progress for the
+        deadline of incomplete input."""
+        if self._holding is not None:
+            self._holding.progressed = True
         if self.curr_msg_data_type == "text" and not self.close_sent and not _utf8(self.frames):
             self.frames = []
             logger.info("%s: a text frame is not UTF-8: closing with 1007", self._peer())
@@ -219,9 +357,15 @@ class CableWebSocketProtocol(WebSocketsSansIOProtocol):
         super().send_receive_event_to_app()
 
     def _close_for(self, code: CloseCode, reason: str) -> None:
-        """Close for something the client sent: the close frame out, the app told, the socket closed."""
-        self.conn.send_close(code, reason)
-        self.handle_parser_exception()
+        """Close for something the client sent: the close frame out, the app told, the socket
+        closed. Before the app accepted (no response sent yet), or once closing, there is no close
+        frame to send: the socket is closed, and uvicorn tells the app (1006)."""
+        if self.conn.state is State.OPEN:
+            self.conn.send_close(code, reason)
+            self.handle_parser_exception()
+        else:
+            self.close_sent = True
+            self.transport.close()
 
     def _peer(self) -> str:
         return f"{self.client[0]}:{self.client[1]}" if self.client else "?"
@@ -233,8 +377,16 @@ class CableWebSocketProtocol(WebSocketsSansIOProtocol):
             del self.request, self.response
 
 
-def websocket_protocol(limit: FrameLimit) -> type[CableWebSocketProtocol]:
-    """:class:`CableWebSocketProtocol` with ``limit`` on the frames a client may send."""
-    if limit == CableWebSocketProtocol.frame_limit:
-        return CableWebSocketProtocol
-    return type(CableWebSocketProtocol.__name__, (CableWebSocketProtocol,), {"frame_limit": limit})
+def websocket_protocol(
+    frames: FrameLimit | None = None, incomplete: IncompleteLimit | None = None
+) -> type[CableWebSocketProtocol]:
+    """:class:`CableWebSocketProtocol` with ``frames`` on the frames a client may send and
+    ``incomplete`` on what it may leave incomplete (the defaults for ``None``); a new class has
+    its own count of bytes held per address."""
+    base = CableWebSocketProtocol
+    frames = base.frame_limit if frames is None else frames
+    incomplete = base.incomplete_limit if incomplete is None else incomplete
+    if frames == base.frame_limit and incomplete == base.incomplete_limit:
+        return base
+    attributes = {"frame_limit": frames, "incomplete_limit": incomplete, "held_input": HeldInput(incomplete.per_address)}
+    return type(base.__name__, (base,), attributes)

@@ -69,19 +69,33 @@ class RawCable:
         self._buffer = bytearray(leftover)
 
     @classmethod
-    async def connect(cls, port: int, path: str = "/cable", *, rcvbuf: int | None = None) -> RawCable:
-        """Upgrade with ``actioncable-v1-json``; ``rcvbuf``: a small kernel receive buffer, set before connecting."""
+    async def connect(
+        cls,
+        port: int,
+        path: str = "/cable",
+        *,
+        rcvbuf: int | None = None,
+        source: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> RawCable:
+        """Upgrade with ``actioncable-v1-json``; ``rcvbuf``: a small kernel receive buffer, set
+        before connecting; ``source``: the local address to connect from (another loopback
+        address is another client address); ``headers``: more request headers."""
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source is not None:
+            sock.bind((source, 0))
         sock.setblocking(False)
         await loop.sock_connect(sock, ("127.0.0.1", port))
         key = base64.b64encode(os.urandom(16)).decode()
         request = (
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: actioncable-v1-json\r\n"
-            f"Origin: http://127.0.0.1:{port}\r\n\r\n"
+            f"Origin: http://127.0.0.1:{port}\r\n"
+            + "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+            + "\r\n"
         )
         await loop.sock_sendall(sock, request.encode())
         response = b""

@@ -43,6 +43,8 @@ def test_help_lists_every_option() -> None:
         "--command-burst",
         "--frame-rate",
         "--frame-burst",
+        "--incomplete-timeout",
+        "--max-incomplete-bytes-per-address",
         "--max-connections-per-address",
         "--ssl-certfile",
         "--ssl-keyfile",
@@ -125,6 +127,7 @@ def test_a_bad_app_argument_exits_with_a_clear_message(target: str, complaint: s
         ("CABLE_LLM_MAX_RETRIES", "two", "CABLE_LLM_MAX_RETRIES must be a number, got 'two'"),
         ("CABLE_LLM_REQUESTS_PER_MINUTE_PER_USER", "-1", "CABLE_LLM_REQUESTS_PER_MINUTE_PER_USER must be 0 or more, got -1"),
         ("CABLE_FRAME_RATE", "-1", "frame_rate must be 0 or more, got -1.0"),
+        ("CABLE_INCOMPLETE_TIMEOUT", "-1", "incomplete_timeout must be 0 or more, got -1.0"),
         ("CABLE_PORT", "abc", "CABLE_PORT must be a number, got 'abc'"),
     ],
 )
