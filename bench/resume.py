@@ -31,7 +31,10 @@ async def chat(url: str, user: str, drop_every: float, offline: float) -> tuple[
     frames: dict[int, dict[str, object]] = {}
     live = drops = 0
     message_id = None
-    client = await CableClient.connect(f"{url}?name={user}", origin=url.replace("ws", "http", 1).rsplit("/", 1)[0])
+    origin = url.replace("ws", "http", 1).rsplit("/", 1)[0]
+    client = await CableClient.connect(f"{url}?name={user}", origin=origin)
+    # The demo's guest cookie, sent back on every reconnect as a browser does: the same guest, the same room.
+    guest = {"Cookie": client.ws.response.headers["set-cookie"].split(";", 1)[0]} if client.ws.response else {}
     await client.subscribe(identifier)
     await client.perform(identifier, "send_message", user_content=f'{{"chunks": {CHUNKS}, "rate": 50}}')
     while True:
@@ -52,7 +55,7 @@ async def chat(url: str, user: str, drop_every: float, offline: float) -> tuple[
         client.ws.transport.abort()
         drops += 1
         await asyncio.sleep(offline)
-        client = await CableClient.connect(f"{url}?name={user}", origin=url.replace("ws", "http", 1).rsplit("/", 1)[0])
+        client = await CableClient.connect(f"{url}?name={user}", origin=origin, headers=guest)
         await client.subscribe(identifier)
         after = max((s for s in frames if all(k in frames for k in range(s))), default=-1)
         await client.perform(identifier, "resume", message_id=message_id, after_seq=after)

@@ -8,6 +8,7 @@ import importlib
 import json
 import logging
 import os
+import secrets
 import ssl
 import sys
 from collections.abc import Sequence
@@ -204,6 +205,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         if isinstance(pubsub, MemoryBackend):
             raise SystemExit("cable-server: --workers needs a pub/sub shared by the processes: add --pubsub redis://...")
         print(f"cable-server: {args.workers} workers of {args.app} on {scheme}://{args.host}:{args.port}", flush=True)
+        if args.app == DEMO:
+            from .demo.guests import SECRET_VARIABLE  # here: the demo package loads the chat service
+
+            if not os.environ.get(SECRET_VARIABLE):  # each worker checks the guest cookies the others issue
+                os.environ[SECRET_VARIABLE] = secrets.token_urlsafe(32)
         sys.exit(run_workers(arguments, args.workers, host=args.host, port=args.port))
     cable = load_app(args.app)
     if args.pubsub:

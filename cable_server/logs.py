@@ -59,6 +59,11 @@ TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _SECRET_PARAM: Final = re.compile(r"(?i)^(sid|.*(passw|secret|token|_key|crypt|salt|certificate|otp|ssn|jwt|auth).*)$")
 _QUERY_PAIR: Final = re.compile(r"([?&])([^=&#\s]*)=([^&#\s]*)")
 FILTERED: Final = "[FILTERED]"
+#: Headers whose values are credentials (a session cookie, a guest cookie, a token), and how
+#: ``websockets`` logs each header of a handshake at DEBUG, request (``<``) and response (``>``);
+#: uvicorn gives it its ``uvicorn.error`` logger.
+_SECRET_HEADERS: Final = frozenset({"cookie", "set-cookie", "authorization", "proxy-authorization"})
+_HEADER_LINES: Final = frozenset({"< %s: %s", "> %s: %s"})
 
 
 def bind_connection(session: Session) -> None:
@@ -114,12 +119,16 @@ def redact_query(text: str) -> str:
 
 class CredentialFilter(logging.Filter):
     """Redacts secret query parameters from the arguments of a record (uvicorn logs each request's
-    path with its query string: ``"GET /cable?token=<JWT> HTTP/1.1"``, ``"WebSocket /cable?sid=..."``),
-    and clips them to 1,000 characters."""
+    path with its query string: ``"GET /cable?token=<JWT> HTTP/1.1"``, ``"WebSocket /cable?sid=..."``)
+    and the values of credential headers from the handshake's header lines (``websockets`` logs
+    ``"> set-cookie: ..."`` at DEBUG), and clips them to 1,000 characters."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(clip(redact_query(arg), 1000) if isinstance(arg, str) else arg for arg in record.args)
+        args = record.args
+        if isinstance(args, tuple):
+            if record.msg in _HEADER_LINES and len(args) == 2 and str(args[0]).lower() in _SECRET_HEADERS:
+                args = (args[0], FILTERED)
+            record.args = tuple(clip(redact_query(arg), 1000) if isinstance(arg, str) else arg for arg in args)
         return True
 
 

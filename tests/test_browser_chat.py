@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import re
 from pathlib import Path
 
 import pytest
-from playwright.async_api import BrowserContext, expect
+from playwright.async_api import Browser, BrowserContext, expect
 
 from cable_server.testing import FakeOpenAI, Reply
 
@@ -82,6 +83,35 @@ async def test_two_tabs_of_one_user_both_see_the_answer(demo: DemoFactory, conte
     await first.ask("Both of you")
     assert words(await first.answer(0)) == words(WORDS.text)
     assert words(await second.answer(0)) == words(WORDS.text)
+
+
+async def test_the_conversation_is_this_browsers_alone(demo: DemoFactory, context: BrowserContext, browser: Browser) -> None:
+    """The server's guest cookie (HttpOnly: no script reads it) keeps the conversation across a reload;
+    another browser given the same user id (every request line logs it, as ?name=) finds its room empty."""
+    site = await demo()
+    site.fake.push(Reply(chunks=["private", " answer"]), Reply(chunks=["intruder's", " answer"]))
+    chat = await ChatPage.open(context, site.url)
+    await chat.ask("my private question")
+    assert await chat.answer(0) == "private answer"
+    [cookie] = [c for c in await context.cookies() if c["name"] == "cable_demo_guest"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and not cookie["secure"] and cookie["path"] == "/"
+    assert await chat.page.evaluate("document.cookie") == ""
+    user_id = await chat.page.evaluate("localStorage.getItem('cable-chat-user')")
+    await chat.page.reload()
+    await expect(chat.state).to_have_text("live", timeout=10_000)
+    await expect(chat.questions).to_have_text(["my private question"])
+
+    other = await browser.new_context()
+    try:
+        await other.add_init_script(f"localStorage.setItem('cable-chat-user', {json.dumps(user_id)})")
+        intruder = await ChatPage.open(other, site.url)
+        assert await intruder.page.evaluate("localStorage.getItem('cable-chat-user')") == user_id
+        await intruder.ask("what did they ask?")
+        assert await intruder.answer(0) == "intruder's answer"  # its first answer: nothing of theirs before it
+        await expect(intruder.questions).to_have_text(["what did they ask?"])
+    finally:
+        await other.close()
+    await expect(chat.questions).to_have_text(["my private question"])
 
 
 @pytest.mark.parametrize("site", ["nginx-ws", "nginx-wss"], indirect=True)  # directly: test_browser_chat_robustness

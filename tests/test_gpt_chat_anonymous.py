@@ -130,7 +130,7 @@ async def test_the_demo_serves_anonymous_clients_and_keeps_named_ones_to_their_r
     serve: ServerFactory, fake_openai: FakeOpenAI
 ) -> None:
     """`cable-server`'s demo app: no ?name= is anonymous (room 42 is confirmed, as the blog needs);
-    ?name=alice is identified and may join only room alice."""
+    ?name=alice is a guest (signed cookie) whose room 42 is her own, not the anonymous public_42."""
     cable = create_app(ChatSettings(api_key="sk-test", base_url=fake_openai.url, max_retries=0))
     cable.settings = Settings(shutdown_timeout=1.0)
     server = await serve(cable)
@@ -140,16 +140,17 @@ async def test_the_demo_serves_anonymous_clients_and_keeps_named_ones_to_their_r
     assert (await read_answer(anonymous, room(42))).text == Reply().text
 
     alice = await server.client("?name=alice")
-    await alice.subscribe(room(42), confirm=False)
-    assert await alice.recv() == {"identifier": room(42), "type": "reject_subscription"}
-    await alice.subscribe(room("alice"))
-    await alice.perform(room("alice"), "send_message", user_content="hi", user_id=42)  # ignored: identity decides
-    assert (await read_answer(alice, room("alice"))).last["event"] == "done"
+    await alice.subscribe(room(42))
+    await alice.perform(room(42), "history")
+    assert transcript((await alice.recv())["message"]) == []  # not the anonymous room's conversation
+    await alice.perform(room(42), "send_message", user_content="hi", user_id=7)  # ignored: identity decides
+    assert (await read_answer(alice, room(42))).last["event"] == "done"
+    await anonymous.expect_silence(0.3)
 
 
 async def test_an_anonymous_client_cannot_join_a_named_users_room(serve: ServerFactory, fake_openai: FakeOpenAI) -> None:
     """The demo serves both kinds: an anonymous subscription to room "alice" is a different room from
-    ?name=alice's own (gpt_chat:alice), so it sees, stops, reads and resets nothing of hers."""
+    the guest ?name=alice's own (gpt_chat:<guest>/alice), so it sees, stops, reads and resets nothing of hers."""
     cable = create_app(ChatSettings(api_key="sk-test", base_url=fake_openai.url, max_retries=0))
     cable.settings = Settings(shutdown_timeout=1.0)
     server = await serve(cable)

@@ -238,14 +238,12 @@ async def test_made_up_hostile_frames_never_hurt_the_server_or_a_bystander(
 async def test_what_a_client_chooses_reaches_the_log_short_and_on_one_line(
     serve: ServerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """900 kB identifiers, channel names, actions and commands, and a name with a newline and a NUL:
+    """900 kB identifiers, channel names, actions and commands, and a user id with a newline and a NUL:
     every log line stays under 1,000 characters, with control characters escaped."""
-    from cable_server.demo import create_app as demo_app
-
     caplog.set_level(logging.DEBUG, logger="cable_server")
-    server = await serve(demo_app())
+    server = await serve()  # the fixture app: identified by ?user=, as the client chooses
     big = "x" * 900_000
-    client = await server.client("?name=a%0AFORGED%20CRITICAL%00")
+    client = await server.client("?user=a%0AFORGED%20CRITICAL%00")
     await client.send(command(command="message", identifier=ident("EchoChannel", room=big), data="{}"))
     await client.send(command(command="subscribe", identifier=ident(big)))
     assert (await client.recv())["type"] == "reject_subscription"

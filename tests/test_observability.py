@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime
 
 import httpx
@@ -10,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cable_server import RedisBackend, Settings
-from cable_server.logs import redact_query
+from cable_server.logs import CredentialFilter, redact_query
 from cable_server.testing import FakeOpenAI, RedisServer, Reply
 from protocol_tests.client import ident
 
@@ -185,6 +186,22 @@ async def test_generation_metrics(serve: ServerFactory, fake_openai: FakeOpenAI)
 def test_secret_query_parameters_are_redacted(target: str, logged: str) -> None:
     """The names Rails filters by default, plus AnyCable's sid: their values never reach a log line."""
     assert redact_query(target) == logged
+
+
+@pytest.mark.parametrize(
+    ("msg", "args", "logged"),
+    [
+        ("< %s: %s", ("Cookie", "_app_session=abc--def; theme=dark"), "< Cookie: [FILTERED]"),
+        ("> %s: %s", ("set-cookie", "cable_demo_guest=id.mac; HttpOnly"), "> set-cookie: [FILTERED]"),
+        ("< %s: %s", ("Authorization", "Bearer a.b.c"), "< Authorization: [FILTERED]"),
+        ("< %s: %s", ("Origin", "http://127.0.0.1:8000"), "< Origin: http://127.0.0.1:8000"),
+        ("%s: %s", ("cookie", "not a header line"), "cookie: not a header line"),
+    ],
+)
+def test_credential_headers_are_redacted_from_handshake_header_lines(msg: str, args: tuple[str, str], logged: str) -> None:
+    """websockets logs each handshake header at DEBUG (to uvicorn.error): cookies and tokens come out [FILTERED]."""
+    record = logging.LogRecord("uvicorn.error", logging.DEBUG, __file__, 1, msg, args, None)
+    assert CredentialFilter().filter(record) and record.getMessage() == logged
 
 
 async def test_open_connections_statistics(server: RunningServer) -> None:

@@ -19,7 +19,7 @@ async def test_a_user_style_channel_test() -> None:
     """The demo chat room, tested the way a user tests their own channel."""
     async with CableTester(chat_room()) as tester:
         alice = await tester.connect(query="name=alice")
-        assert alice.connected and alice.connection.current_user == "alice"
+        assert alice.connected and alice.connection.current_user is None  # a name is shown, never an identity
         room = await alice.subscribe(ChatChannel, room="lobby")
         assert room.confirmed and room.streams == ["chat_lobby"]
         assert room.transmissions == [{"system": "you are alice"}]
@@ -54,11 +54,12 @@ async def test_nothing_is_broadcast_by_a_whisper() -> None:
 
 
 async def test_gpt_chat_channel_with_the_helpers() -> None:
-    """GptChatChannel under the helpers: the room's stream, identity checks, the broadcast frames."""
+    """GptChatChannel under the helpers: the room's stream, identity checks, the broadcast frames (the user
+    stubbed, as Rails' stub_connection does)."""
     cable = CableServer(connection_class=DemoConnection, channels=[GptChatChannel], settings=Settings(ping_interval=30))
     async with FakeOpenAI(Reply(chunks=["Hi", "!"])) as fake, CableTester(cable) as tester:
         ChatService.install(cable, ChatSettings(api_key="sk-test", base_url=fake.url, max_retries=0))
-        alice = await tester.connect(query="name=alice")
+        alice = await tester.connect(identifiers={"current_user": "alice"})
         assert (await alice.subscribe(GptChatChannel, room="bob")).rejected
         room = await alice.subscribe(GptChatChannel, room="alice")
         assert room.streams == ["gpt_chat:alice"]
@@ -70,9 +71,11 @@ async def test_gpt_chat_channel_with_the_helpers() -> None:
 
 
 async def test_a_stubbed_connection_skips_connect() -> None:
-    """identifiers= (Rails' stub_connection): connect does not run; the channel sees the given user."""
+    """identifiers= (Rails' stub_connection): connect does not run (the ?name= it reads is not read); the
+    connection is the given user."""
     async with CableTester(chat_room()) as tester:
-        carol = await tester.connect(identifiers={"current_user": "carol"})
+        carol = await tester.connect(identifiers={"current_user": "carol"}, query="name=Caz")
         assert carol.connection.current_user == "carol"
         room = await carol.subscribe(ChatChannel, room="x")
-        assert room.transmissions == [{"system": "you are carol"}]
+        assert room.transmissions[0]["system"].startswith("you are guest-")  # ?name= was never read
+        assert carol.connection.connection_identifier == "carol"

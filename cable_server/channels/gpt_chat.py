@@ -14,8 +14,9 @@ whose answer a subscription may act on:
 
 * identified connection (``identified_by`` set by ``connect``): the room is the user's own,
   broadcast as ``gpt_chat:<owner>`` (``broadcasting_for`` of it), never ``public_...``, so that no
-  anonymous subscription can join it; subscribing to another is rejected and ``user_id`` in the
-  data is ignored;
+  anonymous subscription can join it; subscribing to another is rejected (unless
+  :meth:`GptChatChannel.user_room` gives users several rooms, each still theirs alone) and
+  ``user_id`` in the data is ignored;
 * anonymous connection: the client names the room when it subscribes, and every action of
   that subscription acts on that room only. A ``send_message`` whose ``user_id`` names another
   room is refused with a ``forbidden`` error frame to the sender alone (the Rails original
@@ -120,8 +121,25 @@ class GptChatChannel(Channel):
             )
             self.reject()
             return
-        requested = room_name(self.params.get("room", owner))
-        self._join(owner if requested == owner else None, self.broadcasting_for(owner))
+        room = self.user_room(owner, room_name(self.params.get("room", owner)))
+        if room is None:
+            self.reject()
+            return
+        self._join(room, self.broadcasting_for(room))
+
+    def user_room(self, owner: str, requested: str | None) -> str | None:
+        """On an identified connection, which of ``owner``'s rooms a subscription joins; ``None`` rejects it.
+
+        ``requested`` is the ``room`` the subscription named, as Ruby prints it (``owner`` when it
+        named none; ``None`` when what it named cannot be a room). The room returned is broadcast
+        as ``broadcasting_for(room)``, and whoever is given the same room shares its conversation:
+        so every room returned for ``owner`` must be ``owner``'s alone, built from it so that no
+        other user's can spell it. By default a user has one room, ``owner`` itself, and a
+        subscription naming another is rejected, as a frontend written for Rails expects (it
+        subscribes with its user's id). Override to give users several rooms (a conversation
+        each): the demo returns ``f"{owner}/{requested}"``, its owners never holding a ``/``.
+        """
+        return owner if requested == owner else None
 
     def _join(self, room: str | None, broadcasting: str) -> None:
         if room is None:
