@@ -310,6 +310,7 @@ async def test_sigterm_during_100_chat_streams_ends_every_one_cleanly(launch: La
     server_restart and a close 1000; every upstream stream is closed; the process exits cleanly, no traceback."""
     fake_openai.default = Reply(chunks=[f"t{k} " for k in range(400)], delay=0.05)  # 20 s per answer
     env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": fake_openai.url, "CABLE_LLM_MAX_CONCURRENT": "100"}
+    env["CABLE_LLM_MAX_CONCURRENT_PER_ADDRESS"] = "0"  # 100 users from one address, all streaming
     server = await launch(env=env, command=(sys.executable, "-m", "cable_server"))
     users = [f"user{k}" for k in range(100)]
 

@@ -136,7 +136,7 @@ async def test_a_victim_from_another_address_is_answered_while_an_attacker_holds
     for n, client in enumerate(attackers):
         await client.subscribe(room(f"a{n}"))
         await client.perform(room(f"a{n}"), "send_message", user_content="go", user_id=f"a{n}")
-    for n, client in enumerate(attackers):
+    for client in attackers:
         frame = (await client.recv())["message"]
         if frame["event"] == "start":
             frame = (await client.recv())["message"]
