@@ -37,3 +37,15 @@ def test_quick_bench_fills_every_table() -> None:
                 assert cells[2] == "—", f"a Rails cell in an ours-only row: {row}"
             elif len(servers) == 2:
                 assert RAILS_CELL.match(cells[2]), f"not a Rails result: {cells[2]!r} in\n{table}"
+
+
+def test_quick_abuse_bench_fills_its_table() -> None:
+    """``python -m bench.abuse --quick`` runs every attack with its limit off and on, and prints a
+    row for each (what the numbers are is the benchmark's to say, not a test's)."""
+    run = subprocess.run([sys.executable, "-m", "bench.abuse", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| ") and not line.startswith("| #")]
+    assert [row.split("|")[1].strip() for row in rows] == ["1", "2", "3", "4", "5", "6", "7", "8-9", "10", "11"], run.stdout
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert len(cells) == 4 and all(cells), row
