@@ -26,6 +26,7 @@ seconds). A flood that drops ``max_dropped`` commands, or is still dropping afte
 from __future__ import annotations
 
 import enum
+import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ __all__ = [
     "IncompleteLimit",
     "LimitKind",
     "TokenBucket",
+    "address_key",
 ]
 
 #: Frames a second one client may send on average, and at most at once (a message fragmented into
@@ -57,6 +59,24 @@ INCOMPLETE_TIMEOUT = 30.0
 #: once: sixteen ``max_frame_bytes`` frames in flight, far beyond what users sharing an address
 #: send at one time.
 INCOMPLETE_BYTES_PER_ADDRESS = 16 << 20
+
+
+def address_key(host: str) -> str:
+    """The client address a per-address limit counts: an IPv4 address as it is, an IPv6 address's
+    /64 network. One subscriber (a home, a phone, a rented server) is given a /64 at least, so an
+    attacker picking IPv6 addresses from its own would otherwise have 2**64 shares of every
+    per-address limit; an IPv4-mapped IPv6 address is its IPv4 address. Anything else (a Unix
+    socket's name) is its own key."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if ip.version == 4:
+        return host
+    assert isinstance(ip, ipaddress.IPv6Address)
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, 64), strict=False))
 
 
 class LimitKind(enum.StrEnum):

@@ -25,7 +25,7 @@ from .config import Settings
 from .connection import Connection, ConnectionStatistics
 from .handshake import origin_allowed
 from .http_broadcast import BroadcastEndpoint
-from .limits import LimitKind
+from .limits import LimitKind, address_key
 from .metrics import Metrics
 from .naming import connection_identifier, top_level_name
 from .protocol import PROTOCOL_V1_EXT_JSON, DisconnectReason, ping_frame, select_subprotocol
@@ -254,7 +254,7 @@ class CableServer:
         would need an accepted socket and would tell the client never to reconnect.)
         """
         client = scope.get("client")
-        address = client[0] if client else "?"
+        address = address_key(client[0]) if client else "?"
         if scope["type"] != "websocket":
             method, path = scope.get("method"), logs.clip(repr(scope.get("path")))
             logger.info("refused %s %s from %s: not a WebSocket upgrade (404)", method, path, address)

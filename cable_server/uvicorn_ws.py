@@ -54,7 +54,7 @@ from websockets.http11 import Request
 from websockets.protocol import Protocol, State
 
 from .direct_write import DIRECT_WRITE, DirectWriter
-from .limits import FrameLimit, HeldInput, IncompleteLimit, LimitKind, TokenBucket
+from .limits import FrameLimit, HeldInput, IncompleteLimit, LimitKind, TokenBucket, address_key
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
@@ -292,7 +292,7 @@ class CableWebSocketProtocol(WebSocketsSansIOProtocol):
         the TCP peer's before the upgrade."""
         scope = getattr(self, "scope", None)
         client = scope.get("client") if scope is not None else self.client
-        return client[0] if client else "?"
+        return address_key(client[0]) if client else "?"
 
     def connection_lost(self, exc: Exception | None) -> None:
         """uvicorn's, after letting go of the incomplete input held (and its timer)."""

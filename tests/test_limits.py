@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import websockets
 
-from cable_server.limits import Admission, CommandLimiter
+from cable_server.limits import Admission, CommandLimiter, address_key
 from cable_server.testing import FakeOpenAI, Reply
 from protocol_tests.client import CableClient, assert_usable, ident
 
@@ -126,6 +126,28 @@ async def test_behind_a_proxy_connections_count_per_forwarded_address(serve: Ser
         await from_address("203.0.113.7")
     assert refused.value.response.status_code == 429
     await assert_usable(await from_address("203.0.113.8"))
+
+
+async def test_the_addresses_of_one_ipv6_network_count_as_one(serve: ServerFactory) -> None:
+    """A /64 is what one subscriber is given: its addresses share one count (else an attacker has
+    2**64 shares); another /64 has its own."""
+    server = await serve(max_connections_per_address=1)
+
+    async def from_address(address: str) -> CableClient:
+        return await server.client(headers={"X-Forwarded-For": address})
+
+    await from_address("2001:db8:1:2::7")
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await from_address("2001:db8:1:2:ffff::1")
+    assert refused.value.response.status_code == 429
+    await assert_usable(await from_address("2001:db8:1:3::7"))
+
+
+def test_an_address_key_is_an_ipv4_address_or_an_ipv6_network() -> None:
+    assert address_key("203.0.113.7") == "203.0.113.7"
+    assert address_key("2001:db8:1:2:3:4:5:6") == address_key("2001:db8:1:2::9") == "2001:db8:1:2::/64"
+    assert address_key("::ffff:203.0.113.7") == "203.0.113.7"
+    assert address_key("unix:/run/cable.sock") == "unix:/run/cable.sock"
 
 
 async def test_one_anonymous_connection_cannot_start_answers_in_many_rooms(

@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 from .. import logs
 from ..channel import Channel
 from ..errors import PubSubError
+from ..limits import address_key
 from ..llm.errors import ErrorCategory, GenerationError, classify
 from ..llm.history import latest
 from ..llm.service import ChatService, error_frame
@@ -171,13 +172,12 @@ class GptChatChannel(Channel):
                 if request_id is not None and (message_id := await self.chat.answered(room, request_id)) is not None:
                     await self._replay(message_id, -1)  # sent again after a reconnect: it had arrived
                     return
-                client = self.connection.request.client
                 await self.chat.start(
                     room,
                     data.get("user_content"),
                     data.get("system_content"),
                     requester=self._requester(),
-                    address=client.host if client else None,
+                    address=self._address(),
                     request_id=request_id,
                 )
         except GenerationError as error:
@@ -251,12 +251,16 @@ class GptChatChannel(Channel):
         the refusal when over it. Identified connections reach their own room only: not counted."""
         if self.identified:
             return None
-        client = self.connection.request.client
         try:
-            self.chat.gate.visit(room, connection=self._requester(), address=client.host if client else None)
+            self.chat.gate.visit(room, connection=self._requester(), address=self._address())
         except GenerationError as refused:
             return refused
         return None
+
+    def _address(self) -> str | None:
+        """The client's address as per-address limits count it (an IPv6 address's /64)."""
+        client = self.connection.request.client
+        return address_key(client.host) if client else None
 
     def _requester(self) -> str:
         """Who counts against ``max_generations_per_user``: the identified user (all their tabs
