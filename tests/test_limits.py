@@ -116,31 +116,28 @@ async def test_connections_beyond_the_limit_per_address_get_http_429(
 
 async def test_behind_a_proxy_connections_count_per_forwarded_address(serve: ServerFactory) -> None:
     """From a trusted proxy (uvicorn's forwarded_allow_ips, 127.0.0.1 by default), X-Forwarded-For is the address that counts."""
-    server = await serve(max_connections_per_address=1)
-
-    async def from_address(address: str) -> CableClient:
-        return await server.client(headers={"X-Forwarded-For": address})
-
-    await from_address("203.0.113.7")
-    with pytest.raises(websockets.InvalidStatus) as refused:
-        await from_address("203.0.113.7")
-    assert refused.value.response.status_code == 429
-    await assert_usable(await from_address("203.0.113.8"))
+    await _one_connection_per_address(serve, "203.0.113.7", "203.0.113.7", other="203.0.113.8")
 
 
 async def test_the_addresses_of_one_ipv6_network_count_as_one(serve: ServerFactory) -> None:
     """A /64 is what one subscriber is given: its addresses share one count (else an attacker has
     2**64 shares); another /64 has its own."""
+    await _one_connection_per_address(serve, "2001:db8:1:2::7", "2001:db8:1:2:ffff::1", other="2001:db8:1:3::7")
+
+
+async def _one_connection_per_address(serve: ServerFactory, first: str, same: str, *, other: str) -> None:
+    """With max_connections_per_address=1 behind a trusted proxy: ``first`` connects, ``same``
+    counts as its address and gets 429, ``other`` is another address and connects."""
     server = await serve(max_connections_per_address=1)
 
     async def from_address(address: str) -> CableClient:
         return await server.client(headers={"X-Forwarded-For": address})
 
-    await from_address("2001:db8:1:2::7")
+    await from_address(first)
     with pytest.raises(websockets.InvalidStatus) as refused:
-        await from_address("2001:db8:1:2:ffff::1")
+        await from_address(same)
     assert refused.value.response.status_code == 429
-    await assert_usable(await from_address("2001:db8:1:3::7"))
+    await assert_usable(await from_address(other))
 
 
 def test_an_address_key_is_an_ipv4_address_or_an_ipv6_network() -> None:
