@@ -220,13 +220,19 @@ async def loop_questions(port: int, seconds: float, question: str, *, new_rooms:
     """10 anonymous attackers loop ``send_message`` and ``stop``, in one room each or a new room each time."""
 
     async def attacker(n: int) -> None:
-        ws = await connect(port, ATTACKER)
-        joined = None
         end = time.monotonic() + seconds
-        for turn in range(1_000_000):
-            if time.monotonic() > end:
-                break
+        turn = 0
+        while time.monotonic() < end:  # closed for flooding commands: connects again, as a bot would
+            ws = await connect(port, ATTACKER)
+            with contextlib.suppress(websockets.ConnectionClosed):
+                turn = await questions(ws, n, turn, end)
+            await ws.close()
+
+    async def questions(ws: ClientConnection, n: int, turn: int, end: float) -> int:
+        joined = None
+        while time.monotonic() < end:
             name = f"{n}-{turn}" if new_rooms else n
+            turn += 1
             if name != joined:
                 if joined is not None:
                     await ws.send(json.dumps({"command": "unsubscribe", "identifier": room(joined)}))
@@ -247,7 +253,7 @@ async def loop_questions(port: int, seconds: float, question: str, *, new_rooms:
                 await perform(ws, room(name), "stop")
                 while (await recv(ws, 1)).get("message", {}).get("event") not in ("stopped", "done", "error"):
                     pass
-        await ws.close()
+        return turn
 
     await asyncio.gather(*(attacker(n) for n in range(10)))
 
@@ -331,12 +337,15 @@ async def sweep(seconds: float, off: bool) -> str:
             while time.monotonic() < end:
                 name = n + 100 * turn
                 turn += 1
-                with contextlib.suppress(TimeoutError):  # past the command rate, commands are dropped
-                    if await subscribe(ws, room(name), 1):
-                        await perform(ws, room(name), "history")
-                        frame = (await recv(ws, 1)).get("message", {})
-                        count += frame.get("event") == "history"
-                        await ws.send(json.dumps({"command": "unsubscribe", "identifier": room(name)}))
+                try:
+                    with contextlib.suppress(TimeoutError):  # past the command rate, commands are dropped
+                        if await subscribe(ws, room(name), 1):
+                            await perform(ws, room(name), "history")
+                            frame = (await recv(ws, 1)).get("message", {})
+                            count += frame.get("event") == "history"
+                            await ws.send(json.dumps({"command": "unsubscribe", "identifier": room(name)}))
+                except websockets.ConnectionClosed:  # closed for flooding commands: connects again
+                    ws = clients[n] = await connect(port, ATTACKER)
             return count
 
         read = sum(await asyncio.gather(*(sweeper(n, ws) for n, ws in enumerate(clients))))
@@ -387,10 +396,21 @@ async def head_and_files() -> tuple[str, str]:
     return f"70 KB head: {head}; /.env: {dotfile}", f"exit {typo.returncode}: {said}"
 
 
+class Rows(list[Row]):
+    """The table's rows, each printed as it is measured."""
+
+    def append(self, row: Row) -> None:
+        super().append(row)
+        print(f"| {row.number} | {row.attack} | {row.off} | {row.on} |", flush=True)
+
+
 async def run(only: set[str], quick: bool) -> list[Row]:
     seconds = 3.0 if quick else 8.0
-    rows: list[Row] = []
+    rows = Rows()
     wanted: Callable[[str], bool] = lambda number: not only or number in only  # noqa: E731
+    print("### Abuse by volume: the attack, and what it does with its limit off and on\n")
+    print("| # | attack (from one address) | limit off | limit on |")
+    print("|---|---|---|---|", flush=True)
 
     async def both(number: str, attack: str, measure: Callable[[bool], Awaitable[str]]) -> None:
         if wanted(number):
@@ -430,12 +450,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller attacks, shorter runs")
     parser.add_argument("--only", default="", help="rows to run, e.g. 1,4 (8 runs 8 to 10)")
     args = parser.parse_args(argv)
-    rows = asyncio.run(run({part.strip() for part in args.only.split(",") if part.strip()}, args.quick))
-    print("### Abuse by volume: the attack, and what it does with its limit off and on\n")
-    print("| # | attack (from one address) | limit off | limit on |")
-    print("|---|---|---|---|")
-    for row in rows:
-        print(f"| {row.number} | {row.attack} | {row.off} | {row.on} |")
+    asyncio.run(run({part.strip() for part in args.only.split(",") if part.strip()}, args.quick))
 
 
 if __name__ == "__main__":
