@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .limits import FRAME_BURST, FRAME_RATE, INCOMPLETE_BYTES_PER_ADDRESS, INCOMPLETE_TIMEOUT
 
-__all__ = ["Settings", "negative_numbers", "parse_origins"]
+__all__ = ["Settings", "invalid_numbers", "parse_origins"]
 
 OriginRule = str | re.Pattern[str]
 
@@ -112,17 +113,21 @@ class Settings:
     metrics_secret: str | None = None
 
     def __post_init__(self) -> None:
-        if negative := negative_numbers(self):
-            raise ValueError(f"{negative[0]} must be 0 or more, got {getattr(self, negative[0])!r}")
+        if invalid := invalid_numbers(self):
+            raise ValueError(f"{invalid[0]} must be a number, 0 or more, got {getattr(self, invalid[0])!r}")
 
 
-def negative_numbers(settings: object) -> list[str]:
-    """The number fields of a settings dataclass holding a negative value: every count, size,
-    rate and duration of ours is 0 or more (a negative limit read as "none", or as "nothing")."""
+def invalid_numbers(settings: object) -> list[str]:
+    """The number fields of a settings dataclass holding a negative value, or one that is not
+    finite: every count, size, rate and duration of ours is a number 0 or more (a negative limit
+    read as "none", or as "nothing"; ``nan``, which Python's ``float()`` reads, passes every
+    comparison and broke each connection's timer when it was a timeout)."""
     return [
         spec.name
         for spec in dataclasses.fields(settings)  # type: ignore[arg-type]
-        if isinstance(value := getattr(settings, spec.name), int | float) and not isinstance(value, bool) and value < 0
+        if isinstance(value := getattr(settings, spec.name), int | float)
+        and not isinstance(value, bool)
+        and not 0 <= value < math.inf
     ]
 
 

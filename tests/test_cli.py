@@ -125,15 +125,17 @@ def test_a_bad_app_argument_exits_with_a_clear_message(target: str, complaint: s
     [
         ("CABLE_LLM_HTTP_CLIENT", "requests", "CABLE_LLM_HTTP_CLIENT must be one of aiohttp, httpx, got 'requests'"),
         ("CABLE_LLM_MAX_RETRIES", "two", "CABLE_LLM_MAX_RETRIES must be a number, got 'two'"),
-        ("CABLE_LLM_REQUESTS_PER_MINUTE_PER_USER", "-1", "CABLE_LLM_REQUESTS_PER_MINUTE_PER_USER must be 0 or more, got -1"),
-        ("CABLE_FRAME_RATE", "-1", "frame_rate must be 0 or more, got -1.0"),
-        ("CABLE_INCOMPLETE_TIMEOUT", "-1", "incomplete_timeout must be 0 or more, got -1.0"),
+        ("CABLE_LLM_MAX_QUEUED", "-1", "CABLE_LLM_MAX_QUEUED must be a number, 0 or more, got -1"),
+        ("CABLE_LLM_STALL_TIMEOUT", "nan", "CABLE_LLM_STALL_TIMEOUT must be a number, 0 or more, got nan"),
+        ("CABLE_FRAME_RATE", "-1", "frame_rate must be a number, 0 or more, got -1.0"),
+        ("CABLE_INCOMPLETE_TIMEOUT", "nan", "incomplete_timeout must be a number, 0 or more, got nan"),
+        ("CABLE_INCOMPLETE_TIMEOUT", "inf", "incomplete_timeout must be a number, 0 or more, got inf"),
         ("CABLE_PORT", "abc", "CABLE_PORT must be a number, got 'abc'"),
     ],
 )
 def test_a_chat_setting_it_cannot_take_exits_with_a_clear_message(variable: str, value: str, complaint: str) -> None:
-    """A value a setting cannot take (a negative limit read as "none" or "nothing"): a one-line
-    reason naming it, not a traceback."""
+    """A value a setting cannot take (a negative limit read as "none" or "nothing", ``nan`` that
+    broke every connection's timer): a one-line reason naming it, not a traceback."""
     env = {**os.environ, "OPENAI_API_KEY": "sk-test", variable: value}
     result = subprocess.run([COMMAND, "--port", "0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode != 0

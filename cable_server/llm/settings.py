@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..config import negative_numbers
+from ..config import invalid_numbers
 
 __all__ = ["ChatSettings", "SettingsError"]
 
@@ -141,8 +141,8 @@ class ChatSettings:
     def __post_init__(self) -> None:
         if self.http_client not in HTTP_CLIENTS:
             raise SettingsError(f"CABLE_LLM_HTTP_CLIENT must be one of {', '.join(HTTP_CLIENTS)}, got {self.http_client!r}")
-        if negative := negative_numbers(self):
-            raise SettingsError(f"CABLE_LLM_{negative[0].upper()} must be 0 or more, got {getattr(self, negative[0])!r}")
+        if invalid := invalid_numbers(self):
+            raise SettingsError(f"CABLE_LLM_{invalid[0].upper()} must be a number, 0 or more, got {getattr(self, invalid[0])!r}")
 
     @property
     def offline(self) -> bool:
