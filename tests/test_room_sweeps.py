@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from cable_server.testing import FakeOpenAI
+from cable_server.testing import FakeOpenAI, Reply
 
 from .chat_helpers import read_answer, room, start_chat
 from .conftest import ServerFactory
@@ -99,3 +99,22 @@ async def test_the_blogs_page_reloading_is_never_refused_by_the_defaults(serve: 
         await page.perform(room(42), "send_message", user_content="hi", user_id=42)
         assert (await read_answer(page, room(42))).last["event"] == "done"
         await page.close()
+
+
+async def test_replays_count_on_every_connection_and_long_ones_more(serve: ServerFactory, fake_openai: FakeOpenAI) -> None:
+    """`resume` replays a whole answer for one small command: on identified connections too it is
+    a visit, and one more per 1,000 frames replayed (4 sockets resuming a long answer 45 times a
+    second held a bystander's echo for 8.5 s)."""
+    chat = await start_chat(serve, fake_openai, room_visits_per_minute_per_connection=8)
+    fake_openai.push(Reply(chunks=["x"] * 2_500))
+    alice = await chat.user("alice")
+    await alice.perform(room("alice"), "send_message", user_content="long")
+    answer = await read_answer(alice, room("alice"), timeout=20)
+    assert answer.last["event"] == "done" and len(answer.frames) >= 2_000
+    events = []
+    for _ in range(3):  # 1 visit to ask, 2 more for over 2,000 frames: 8 -> 5 -> 2, then refused
+        await alice.perform(room("alice"), "resume")
+        while (message := (await alice.recv())["message"])["event"] not in ("done", "error"):
+            pass
+        events.append(message.get("error", {}).get("category") or message["event"])
+    assert events == ["done", "done", "rate_limited"]

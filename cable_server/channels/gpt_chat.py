@@ -47,6 +47,12 @@ __all__ = ["GptChatChannel", "room_name"]
 logger = logging.getLogger("cable_server.channels.gpt_chat")
 
 
+#: A replay (``resume``, or a request sent again) of this many frames costs one more visit: one
+#: small command replays up to ``resume_max_frames`` frames, so repeated, they were an amplifier
+#: (4 sockets resuming a long answer 45 times a second held a bystander's echo 8.5 s).
+REPLAY_FRAMES_PER_VISIT = 1_000
+
+
 def room_name(value: Any) -> str | None:
     """A room as Ruby's ``"public_#{room}"`` would print it; ``None`` when it cannot be one."""
     if isinstance(value, bool):
@@ -170,6 +176,8 @@ class GptChatChannel(Channel):
                 raise GenerationError(ErrorCategory.INVALID_REQUEST, "request_id must be a string of 1 to 100 characters.")
             async with self._unless_unavailable("send_message", **request):
                 if request_id is not None and (message_id := await self.chat.answered(room, request_id)) is not None:
+                    if (refused := self._visit(room, always=True)) is not None:
+                        raise refused
                     await self._replay(message_id, -1)  # sent again after a reconnect: it had arrived
                     return
                 await self.chat.start(
@@ -199,7 +207,7 @@ class GptChatChannel(Channel):
         after_seq = data.get("after_seq")
         if not isinstance(after_seq, int) or isinstance(after_seq, bool):
             after_seq = -1
-        if (refused := self._visit(self._own_room())) is not None:
+        if (refused := self._visit(self._own_room(), always=True)) is not None:
             self.transmit(error_frame(refused))
             return
         async with self._unless_unavailable("resume"):
@@ -210,6 +218,10 @@ class GptChatChannel(Channel):
         if replay is None or replay.expired:
             if message_id is not None:
                 self.transmit({"content": "", "event": "expired", "message_id": message_id})
+            return
+        more = len(replay.frames) // REPLAY_FRAMES_PER_VISIT
+        if more and (refused := self._visit(self._own_room(), more, always=True)) is not None:
+            self.transmit(error_frame(refused))
             return
         for frame in replay.frames:
             self.transmit({**frame, "replay": True})
@@ -246,13 +258,14 @@ class GptChatChannel(Channel):
             logger.warning("%s in %s failed: %r", action, logs.clip(self.room), exc)
             self.transmit(error_frame(classify(exc, started=False), **fields))
 
-    def _visit(self, room: str) -> GenerationError | None:
-        """Count a visit of ``room`` on an anonymous connection (see ``room_visits_per_minute_*``);
-        the refusal when over it. Identified connections reach their own room only: not counted."""
-        if self.identified:
+    def _visit(self, room: str, count: int = 1, *, always: bool = False) -> GenerationError | None:
+        """Count ``count`` visits of ``room`` (see ``room_visits_per_minute_*``); the refusal when
+        over it. Identified connections reach their own room only: counted only when ``always``
+        (a replay, whose frames cost the server as much whoever asks for them)."""
+        if self.identified and not always:
             return None
         try:
-            self.chat.gate.visit(room, connection=self._requester(), address=self._address())
+            self.chat.gate.visit(room, connection=self._requester(), address=self._address(), count=count)
         except GenerationError as refused:
             return refused
         return None

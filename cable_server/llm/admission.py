@@ -68,10 +68,10 @@ class Gate:
             retry_after=refusal.retry_after,
         )
 
-    def visit(self, room: str, *, connection: str, address: str | None) -> None:
-        """Count a visit of an anonymous ``room`` (joining it, ``history``, ``resume``), or refuse it
-        (``rate_limited``, ``retry_after``)."""
-        refusal = self.visits.charge(0, requester=connection, address=address)
+    def visit(self, room: str, *, connection: str, address: str | None, count: int = 1) -> None:
+        """Count ``count`` visits of ``room`` (joining an anonymous one, ``history``, ``resume``, a
+        replay), or refuse them (``rate_limited``, ``retry_after``)."""
+        refusal = self.visits.charge(0, requester=connection, address=address, requests=count)
         if refusal is None:
             return
         bound, who = ("connection", connection) if refusal.bound == "requester" else (refusal.bound, address or "")

@@ -80,11 +80,11 @@ class _Meter:
         self.requests = TokenBucket(allowance.requests / 60, allowance.requests, clock=clock) if allowance.requests else None
         self.tokens = TokenBucket(allowance.tokens / 60, allowance.tokens, clock=clock) if allowance.tokens else None
 
-    def buckets(self, tokens: int) -> Iterator[tuple[str, TokenBucket, float]]:
-        """Each bucket with what one request of ``tokens`` takes from it (a request larger than
-        a whole allowance takes all of it: it passes when the bucket is full)."""
+    def buckets(self, tokens: int, requests: int = 1) -> Iterator[tuple[str, TokenBucket, float]]:
+        """Each bucket with what ``requests`` requests of ``tokens`` take from it (more than a
+        whole allowance takes all of it: it passes when the bucket is full)."""
         if self.requests is not None:
-            yield "requests", self.requests, 1.0
+            yield "requests", self.requests, float(min(requests, self.requests.burst))
         if self.tokens is not None:
             yield "tokens", self.tokens, float(min(tokens, self.tokens.burst))
 
@@ -126,15 +126,19 @@ class Budget:
             total=Allowance(settings.requests_per_minute, settings.tokens_per_minute),
         )
 
-    def charge(self, tokens: int, *, requester: str | None, address: str | None) -> Refusal | None:
-        """Charge one request of ``tokens`` to every bound it falls under, or to none: ``None``
-        when taken, else the :class:`Refusal` that waits longest."""
+    def charge(self, tokens: int, *, requester: str | None, address: str | None, requests: int = 1) -> Refusal | None:
+        """Charge ``requests`` requests (one, usually) of ``tokens`` in all to every bound they fall
+        under, or to none: ``None`` when taken, else the :class:`Refusal` that waits longest."""
         meters = [(("total", ""), self._total)]
         for bound, key in (("requester", requester), ("address", address)):
             if key is not None and self._allowances[bound] != UNBOUNDED:  # nothing to remember
                 meters.append(((bound, key), self._meter(bound, key)))
         heavy = meters[-1][0][0] == "address" and meters[-1][1].spent_half()
-        takes = [(name, measure, bucket, needed) for name, meter in meters for measure, bucket, needed in meter.buckets(tokens)]
+        takes = [
+            (name, measure, bucket, needed)
+            for name, meter in meters
+            for measure, bucket, needed in meter.buckets(tokens, requests)
+        ]
         waits = [
             (max(1, math.ceil(short / bucket.rate)), measure, name)
             for name, measure, bucket, needed in takes

@@ -108,7 +108,8 @@ class ChatSettings:
     #: per client address. On an anonymous connection a room id is a capability, and the blog's are
     #: numbers: 100 sockets read 20,000 rooms' transcripts in 15 s. Past it a subscription is
     #: rejected, ``history`` and ``resume`` get ``rate_limited``; identified connections, which
-    #: reach their own room only, are not counted. 0: unbounded.
+    #: reach their own room only, are counted for replays only (``resume``, a request sent again:
+    #: one visit, and one more per 1,000 frames replayed). 0: unbounded.
     room_visits_per_minute_per_connection: int = 60
     room_visits_per_minute_per_address: int = 300
     #: Longest accepted ``user_content``, in characters.
