@@ -78,6 +78,10 @@ class Channel:
     #: Prefix of broadcastings made by :meth:`stream_for` (Rails' ``channel_name``).
     channel_name: ClassVar[str]
 
+    #: Public methods that are hooks for subclasses to override, not actions a client may call
+    #: (Rails would need them private; a Python override stays public).
+    hooks: ClassVar[frozenset[str]] = frozenset()
+
     _actions: ClassVar[dict[str, bool]] = {}  # action name -> takes the data argument
     _rescuers: ClassVar[tuple[tuple[tuple[type[BaseException], ...], str], ...]] = ()
     _server: ClassVar[CableServer | None] = None
@@ -98,7 +102,11 @@ class Channel:
                 if handled is not None:
                     rescuers.append((handled, name))
                 elif (
-                    inspect.isfunction(member) and not name.startswith("_") and not hasattr(Channel, name) and name not in actions
+                    inspect.isfunction(member)
+                    and not name.startswith("_")
+                    and not hasattr(Channel, name)
+                    and name not in actions
+                    and name not in cls.hooks
                 ):
                     params = inspect.signature(member).parameters
                     actions[name] = len(params) > 1

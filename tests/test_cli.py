@@ -126,6 +126,8 @@ def test_a_bad_app_argument_exits_with_a_clear_message(target: str, complaint: s
         ("CABLE_LLM_HTTP_CLIENT", "requests", "CABLE_LLM_HTTP_CLIENT must be one of aiohttp, httpx, got 'requests'"),
         ("CABLE_LLM_MAX_RETRIES", "two", "CABLE_LLM_MAX_RETRIES must be a number, got 'two'"),
         ("CABLE_LLM_MAX_QUEUED", "-1", "CABLE_LLM_MAX_QUEUED must be a number, 0 or more, got -1"),
+        ("CABLE_LLM_MAX_CONCURRENT", "0", "CABLE_LLM_MAX_CONCURRENT must be 1 or more, got 0"),
+        ("CABLE_LLM_RESUME_MAX_FRAMES", "0", "CABLE_LLM_RESUME_MAX_FRAMES must be 1 or more, got 0"),
         ("CABLE_LLM_STALL_TIMEOUT", "nan", "CABLE_LLM_STALL_TIMEOUT must be a number, 0 or more, got nan"),
         ("CABLE_FRAME_RATE", "-1", "frame_rate must be a number, 0 or more, got -1.0"),
         ("CABLE_INCOMPLETE_TIMEOUT", "nan", "incomplete_timeout must be a number, 0 or more, got nan"),

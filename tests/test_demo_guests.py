@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from cable_server import Settings
-from cable_server.demo import GuestPass, create_app
+from cable_server.channels import GptChatChannel
+from cable_server.demo import GuestChatChannel, GuestPass, create_app
 from cable_server.demo.guests import COOKIE
 from cable_server.llm import ChatSettings
 from cable_server.testing import FakeOpenAI, RedisServer
@@ -259,3 +260,9 @@ async def test_cable_demo_secret_keeps_guests_across_restarts(
     for server in unconfigured:
         client = await server.client("?name=alice", headers={"Cookie": sent_back(set_cookie)})
         assert (issued(client) is None) == (server is unconfigured[0])
+
+
+def test_the_room_hook_is_not_an_action_a_client_can_call() -> None:
+    """``user_room`` is public to be overridden; called by a client, each call logged a traceback."""
+    assert "user_room" not in GptChatChannel._actions and "user_room" not in GuestChatChannel._actions
+    assert {"send_message", "stop", "resume", "history", "reset"} <= set(GuestChatChannel._actions)

@@ -84,6 +84,8 @@ class GptChatChannel(Channel):
     #: name) on an identified one, a name no anonymous subscription can ever join.
     room: str | None = None
     _room_name: str | None = None  # the room as the client named it (as Ruby prints it)
+    #: Overridable, never an action (called by a client, each call logged a traceback).
+    hooks = frozenset({"user_room"})
 
     @property
     def chat(self) -> ChatService:

@@ -142,6 +142,9 @@ class ChatSettings:
     def __post_init__(self) -> None:
         if self.http_client not in HTTP_CLIENTS:
             raise SettingsError(f"CABLE_LLM_HTTP_CLIENT must be one of {', '.join(HTTP_CLIENTS)}, got {self.http_client!r}")
+        for name in ("max_concurrent", "resume_max_frames"):  # 0 would be no slot, no frame: nothing answers
+            if getattr(self, name) < 1:
+                raise SettingsError(f"CABLE_LLM_{name.upper()} must be 1 or more, got {getattr(self, name)!r}")
         if invalid := invalid_numbers(self):
             raise SettingsError(f"CABLE_LLM_{invalid[0].upper()} must be a number, 0 or more, got {getattr(self, invalid[0])!r}")
 
