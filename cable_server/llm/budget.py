@@ -130,10 +130,12 @@ class Budget:
         """Charge ``requests`` requests (one, usually) of ``tokens`` in all to every bound they fall
         under, or to none: ``None`` when taken, else the :class:`Refusal` that waits longest."""
         meters = [(("total", ""), self._total)]
+        heavy = False  # the address has spent half its own: the process' reserve is not for it
         for bound, key in (("requester", requester), ("address", address)):
             if key is not None and self._allowances[bound] != UNBOUNDED:  # nothing to remember
-                meters.append(((bound, key), self._meter(bound, key)))
-        heavy = meters[-1][0][0] == "address" and meters[-1][1].spent_half()
+                meter = self._meter(bound, key)
+                meters.append(((bound, key), meter))
+                heavy = bound == "address" and meter.spent_half()
         takes = [
             (name, measure, bucket, needed)
             for name, meter in meters
