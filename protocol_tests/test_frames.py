@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from .client import CableClient, assert_usable, closed_with, ident
 from .conftest import Connect
@@ -91,8 +94,11 @@ async def test_a_frame_over_one_mebibyte(client: CableClient, rails_way: bool) -
     channel = ident("EchoChannel", room="big")
     await client.subscribe(channel)
     big = "x" * (2 << 20)
-    await client.perform(channel, "echo", big=big)
     if rails_way:
+        await client.perform(channel, "echo", big=big)
         assert (await client.recv(timeout=10))["message"] == {"big": big, "action": "echo"}
     else:
+        # The close may come while the frame is still being written: it is read off the header.
+        with contextlib.suppress(ConnectionClosed):
+            await client.perform(channel, "echo", big=big)
         assert await closed_with(client) == 1009
